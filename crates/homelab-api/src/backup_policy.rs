@@ -1,0 +1,310 @@
+//! `BackupPolicy`: when and where databases are backed up, how long backups are kept, how much
+//! data may be lost (the WAL archive bound), and how often restores are rehearsed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Backup schedule, retention, WAL archiving bound, Azure destination and restore drills for the
+/// databases that reference this policy through `AppDatabase.spec.backup.policyRef`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "homelab.io",
+    version = "v1alpha1",
+    kind = "BackupPolicy",
+    namespaced,
+    status = "BackupPolicyStatus",
+    shortname = "bp",
+    category = "homelab",
+    doc = "Backup schedule, retention, WAL archiving bound and restore drills for PostgreSQL databases.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the policy is valid and applied"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        description = "Why the policy is or is not ready"
+    ),
+    printcolumn(
+        name = "Schedule",
+        type_ = "string",
+        json_path = ".spec.schedule",
+        description = "Base backup schedule (cron, UTC)"
+    ),
+    printcolumn(
+        name = "Retention",
+        type_ = "string",
+        json_path = ".spec.retention",
+        description = "How long backups are kept"
+    ),
+    printcolumn(
+        name = "Databases",
+        type_ = "integer",
+        json_path = ".status.databases",
+        description = "Databases using this policy"
+    ),
+    printcolumn(
+        name = "Last Drill",
+        type_ = "string",
+        json_path = ".status.lastDrillOutcome",
+        description = "Outcome of the most recent restore drill"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicySpec {
+    /// When base backups run: a standard five-field cron expression (minute hour day-of-month
+    /// month day-of-week), evaluated in UTC. The default, `0 1 * * *`, is daily at 01:00 UTC.
+    #[serde(default = "default_schedule")]
+    #[schemars(length(min = 9, max = 100), pattern(r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"))]
+    pub schedule: String,
+
+    /// How long backups are kept, as Barman Cloud's recovery window: a number followed by `d`
+    /// (days), `w` (weeks) or `m` (months). Older base backups and the WAL they need are deleted.
+    #[serde(default = "default_retention")]
+    #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}[dwm]$"))]
+    pub retention: String,
+
+    /// Upper bound on the age of the newest archived WAL segment, which bounds how much data a
+    /// restore can lose (the RPO). Becomes PostgreSQL's `archive_timeout`. Seconds (`s`) or
+    /// minutes (`m`), between 30s and 60m.
+    #[serde(default = "default_wal_archive_timeout")]
+    #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}(s|m)$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.endsWith('m') ? int(self.substring(0, size(self)-1)) <= 60 : int(self.substring(0, size(self)-1)) >= 30",
+         "message": "walArchiveTimeout must be between 30s and 60m"}
+    ]))]
+    pub wal_archive_timeout: String,
+
+    /// Compression of archived WAL segments.
+    #[serde(default)]
+    pub wal_compression: WalCompression,
+
+    /// Where backups are stored.
+    pub storage: BackupStorage,
+
+    /// Stop taking scheduled base backups (WAL archiving continues). Existing backups are kept.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Automated restore drills: restore the latest backup into a throw-away cluster on a
+    /// schedule, and report how long it took and how much data it recovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillSpec>,
+}
+
+fn default_schedule() -> String {
+    "0 1 * * *".to_string()
+}
+
+fn default_retention() -> String {
+    "7d".to_string()
+}
+
+fn default_wal_archive_timeout() -> String {
+    "5m".to_string()
+}
+
+/// Compression algorithm for archived WAL segments.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WalCompression {
+    /// No compression.
+    None,
+    /// gzip.
+    #[default]
+    Gzip,
+    /// bzip2.
+    Bzip2,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+    /// xz.
+    Xz,
+}
+
+/// Backup destination.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStorage {
+    /// Azure Blob Storage.
+    pub azure: AzureBlobStorage,
+}
+
+/// An Azure Blob Storage account that receives base backups and WAL archives, one container per
+/// database.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureBlobStorage {
+    /// Name of the storage account (3–24 lowercase letters and digits).
+    #[schemars(pattern(r"^[a-z0-9]{3,24}$"))]
+    pub storage_account: String,
+
+    /// Name of the Blob container for each database; `{app}` is replaced by the database's app
+    /// name. The result must be a valid container name (3–63 lowercase letters, digits and
+    /// single hyphens).
+    #[serde(default = "default_container_template")]
+    #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9{}-]+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.contains('{app}')", "message": "containerTemplate must contain {app}, so that every database gets its own container"}
+    ]))]
+    pub container_template: String,
+
+    /// Blob service endpoint, for sovereign clouds and emulators. Defaults to
+    /// `https://{storageAccount}.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s/]+(/[^\s]*)?$"))]
+    pub endpoint: Option<String>,
+
+    /// How backups authenticate to the storage account.
+    #[serde(default)]
+    pub credentials: AzureCredentials,
+}
+
+fn default_container_template() -> String {
+    crate::naming::DEFAULT_CONTAINER_TEMPLATE.to_string()
+}
+
+/// How the Barman Cloud Plugin authenticates to Azure Blob Storage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureCredentials {
+    /// `SasToken`: the operator mints a SAS token scoped to the database's container, keeps it
+    /// in Key Vault and rotates it before it expires. `InheritFromAzureAD`: the backup sidecar
+    /// uses the pod's Azure workload identity, and no token exists.
+    #[serde(default)]
+    pub mode: CredentialsMode,
+
+    /// Lifetime of each minted SAS token (hours `h` or days `d`, 1h to 365d). Tokens are rotated
+    /// when less than a third of their lifetime remains.
+    #[serde(default = "default_sas_validity")]
+    #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}(h|d)$"))]
+    pub sas_validity: String,
+}
+
+impl Default for AzureCredentials {
+    fn default() -> Self {
+        Self {
+            mode: CredentialsMode::default(),
+            sas_validity: default_sas_validity(),
+        }
+    }
+}
+
+fn default_sas_validity() -> String {
+    "30d".to_string()
+}
+
+/// Credentials mode for backups.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CredentialsMode {
+    /// An operator-minted, container-scoped SAS token kept in Key Vault and synced by ESO.
+    #[default]
+    SasToken,
+    /// The pod's Azure AD workload identity.
+    InheritFromAzureAD,
+}
+
+/// Restore drill settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillSpec {
+    /// When drills run: a five-field cron expression in UTC, e.g. `0 4 * * 0` (Sundays 04:00).
+    #[schemars(length(min = 9, max = 100), pattern(r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"))]
+    pub schedule: String,
+
+    /// How long a drill may take before it is declared failed (minutes `m` or hours `h`).
+    #[serde(default = "default_drill_timeout")]
+    #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}(m|h)$"))]
+    pub timeout: String,
+
+    /// How many past drills to keep in status, per database.
+    #[serde(default = "default_drill_history")]
+    #[schemars(range(min = 1, max = 20))]
+    pub history: i32,
+}
+
+fn default_drill_timeout() -> String {
+    "30m".to_string()
+}
+
+fn default_drill_history() -> i32 {
+    5
+}
+
+/// Observed state of a `BackupPolicy`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicyStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Applied` and `DrillSucceeded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Number of databases that reference this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<i32>,
+
+    /// The schedule in CloudNativePG's six-field form (seconds first), as applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnpg_schedule: Option<String>,
+
+    /// Outcome of the most recent drill across all databases: `Succeeded`, `Failed` or `Running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_outcome: Option<String>,
+
+    /// Recent restore drills, newest first, at most `drill.history` per database.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<DrillRecord>,
+}
+
+/// One restore drill.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRecord {
+    /// The `AppDatabase` whose backups were restored.
+    pub database: String,
+    /// Name of the throw-away cluster.
+    pub cluster: String,
+    /// When the drill started.
+    pub started: Time,
+    /// When the drill finished, if it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+    /// `Running`, `Succeeded` or `Failed`.
+    pub outcome: DrillOutcome,
+    /// Seconds from start until the restored cluster was healthy: the recovery time achieved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_seconds: Option<i64>,
+    /// Seconds between the last archived WAL and the point the restore recovered to: the data
+    /// loss a real restore would have had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loss_seconds: Option<i64>,
+    /// Why a drill failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Outcome of a restore drill.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DrillOutcome {
+    Running,
+    Succeeded,
+    Failed,
+}
