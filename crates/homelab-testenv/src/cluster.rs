@@ -1,0 +1,470 @@
+//! Starting etcd, kube-apiserver and kube-controller-manager on loopback, and installing CRDs.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
+
+use crate::binaries::Binaries;
+use crate::crds::{self, CrdManifest};
+use crate::pki::{self, TestCa};
+use crate::process::{ChildProcess, RunDir, free_port, wait_for_port};
+use crate::{Error, repo_root};
+
+const ETCD_TIMEOUT: Duration = Duration::from_secs(60);
+const APISERVER_TIMEOUT: Duration = Duration::from_secs(180);
+const CONTROLLER_MANAGER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Attempts when a port picked as free was taken by someone else before our process bound it.
+const START_ATTEMPTS: u32 = 3;
+
+/// The name of the all-powerful user in the token file (group `system:masters`).
+pub const ADMIN_USER: &str = "homelab-testenv-admin";
+
+/// Controllers run by kube-controller-manager: enough for owner references, namespace deletion,
+/// service-account tokens and aggregated ClusterRoles to behave as in a real cluster.
+pub const CONTROLLERS: &str =
+    "garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation";
+
+/// The audit policy: metadata of every write request, nothing else.
+const AUDIT_POLICY: &str = "\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
+
+/// What to start and install.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the binaries are.
+    pub binaries: Binaries,
+    /// Directories whose `*.yaml` CRDs are installed, in order.
+    pub crd_dirs: Vec<PathBuf>,
+}
+
+impl Settings {
+    /// Binaries from [`Binaries::locate`]; the CRDs of `HOMELAB_UPSTREAM_CRDS` (default
+    /// `<repo>/../shared/upstream-crds`, which must exist) and of `<repo>/crds` (which may be
+    /// empty).
+    pub async fn from_env() -> Result<Self, Error> {
+        let upstream = upstream_crd_dir();
+        if !upstream.is_dir() {
+            return Err(Error::UpstreamCrdsMissing { path: upstream });
+        }
+        Ok(Self {
+            binaries: Binaries::locate().await?,
+            crd_dirs: vec![upstream, repo_root().join("crds")],
+        })
+    }
+}
+
+/// `HOMELAB_UPSTREAM_CRDS`, or `<repo>/../shared/upstream-crds`.
+pub fn upstream_crd_dir() -> PathBuf {
+    match std::env::var_os("HOMELAB_UPSTREAM_CRDS").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => repo_root().join("../shared/upstream-crds"),
+    }
+}
+
+/// How long each start-up phase took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Locating binaries is not included; this is key generation and etcd until it listens.
+    pub etcd: Duration,
+    /// kube-apiserver until `/readyz` answers `ok`.
+    pub apiserver: Duration,
+    /// CRDs applied and Established, while kube-controller-manager starts.
+    pub crds: Duration,
+    /// kube-controller-manager until the `default` ServiceAccount exists.
+    pub controller_manager: Duration,
+    /// From the first process to everything ready.
+    pub total: Duration,
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1}s (etcd {:.1}s, kube-apiserver {:.1}s, CRDs {:.1}s, kube-controller-manager {:.1}s)",
+            self.total.as_secs_f64(),
+            self.etcd.as_secs_f64(),
+            self.apiserver.as_secs_f64(),
+            self.crds.as_secs_f64(),
+            self.controller_manager.as_secs_f64(),
+        )
+    }
+}
+
+/// A running control plane. Dropping it stops every process and removes its directory.
+#[derive(Debug)]
+pub struct ControlPlane {
+    // Field order is drop order: processes stop before their directory is removed.
+    processes: Vec<ChildProcess>,
+    kubeconfig_path: PathBuf,
+    audit_log_path: PathBuf,
+    apiserver_url: String,
+    timings: Timings,
+    crd_count: usize,
+    dir: RunDir,
+}
+
+impl ControlPlane {
+    /// Starts everything and installs the CRDs of `settings.crd_dirs`.
+    pub async fn start(settings: &Settings) -> Result<Self, Error> {
+        let mut crd_manifests = Vec::new();
+        for dir in &settings.crd_dirs {
+            crd_manifests.extend(crds::load_dir(dir)?);
+        }
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&settings.binaries, &crd_manifests).await {
+                Err(Error::Exited { ref log_tail, .. })
+                    if attempt < START_ATTEMPTS && log_tail.contains("address already in use") =>
+                {
+                    tracing::warn!("a port was taken while starting; retrying");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(binaries: &Binaries, crd_manifests: &[CrdManifest]) -> Result<Self, Error> {
+        let started = Instant::now();
+        let dir = RunDir::create()?;
+        let files = Files::write(dir.path())?;
+        let mut processes = Vec::new();
+
+        let etcd_port = free_port()?;
+        let etcd_peer_port = free_port()?;
+        let etcd = ChildProcess::spawn(
+            "etcd",
+            &binaries.path("etcd"),
+            &etcd_args(dir.path(), etcd_port, etcd_peer_port),
+            &dir.path().join("etcd.log"),
+        )
+        .await?;
+        wait_for_port(&etcd, etcd_port, ETCD_TIMEOUT).await?;
+        processes.push(etcd);
+        let etcd_ready = Instant::now();
+
+        let apiserver_port = free_port()?;
+        let apiserver_url = format!("https://127.0.0.1:{apiserver_port}");
+        files.write_kubeconfig(apiserver_port)?;
+        let apiserver = ChildProcess::spawn(
+            "kube-apiserver",
+            &binaries.path("kube-apiserver"),
+            &apiserver_args(&files, etcd_port, apiserver_port),
+            &dir.path().join("kube-apiserver.log"),
+        )
+        .await?;
+        let config = crate::load_kubeconfig(&files.kubeconfig).await?;
+        let client = crate::client_from(&config)?;
+        wait_ready(&client, &apiserver, APISERVER_TIMEOUT).await?;
+        processes.push(apiserver);
+        let apiserver_ready = Instant::now();
+
+        let controller_manager = ChildProcess::spawn(
+            "kube-controller-manager",
+            &binaries.path("kube-controller-manager"),
+            &controller_manager_args(&files),
+            &dir.path().join("kube-controller-manager.log"),
+        )
+        .await?;
+        let crds_started = Instant::now();
+        crds::install(&client, crd_manifests).await?;
+        let crds_done = Instant::now();
+        wait_for_default_service_account(&client, &controller_manager).await?;
+        processes.push(controller_manager);
+        let done = Instant::now();
+
+        let timings = Timings {
+            etcd: etcd_ready - started,
+            apiserver: apiserver_ready - etcd_ready,
+            crds: crds_done - crds_started,
+            controller_manager: done - apiserver_ready,
+            total: done - started,
+        };
+        tracing::info!(%apiserver_url, crds = crd_manifests.len(), "control plane ready in {timings}");
+        Ok(Self {
+            processes,
+            kubeconfig_path: files.kubeconfig,
+            audit_log_path: files.audit_log,
+            apiserver_url,
+            timings,
+            crd_count: crd_manifests.len(),
+            dir,
+        })
+    }
+
+    /// The admin kubeconfig (a static token in group `system:masters`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn apiserver_url(&self) -> &str {
+        &self.apiserver_url
+    }
+
+    /// The JSON-lines audit log of every write request.
+    pub fn audit_log_path(&self) -> &Path {
+        &self.audit_log_path
+    }
+
+    /// How long start-up took.
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+
+    /// How many CRDs were installed.
+    pub fn crd_count(&self) -> usize {
+        self.crd_count
+    }
+
+    /// The directory holding keys, logs and etcd data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The first process that has exited, as an error with the end of its log.
+    pub fn check_running(&self) -> Result<(), Error> {
+        for process in &self.processes {
+            if let Some(status) = process.exit_status() {
+                return Err(process.exited_error(status));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Dependents first: the controller manager, then the apiserver, then etcd.
+        while let Some(process) = self.processes.pop() {
+            process.kill();
+        }
+    }
+}
+
+/// The files the processes read, written into the run directory.
+struct Files {
+    dir: PathBuf,
+    ca_cert: PathBuf,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    service_account_key: PathBuf,
+    service_account_public_key: PathBuf,
+    tokens: PathBuf,
+    audit_policy: PathBuf,
+    audit_log: PathBuf,
+    kubeconfig: PathBuf,
+    admin_token: String,
+}
+
+impl Files {
+    fn write(dir: &Path) -> Result<Self, Error> {
+        let ca = TestCa::generate("homelab-testenv-ca")?;
+        let serving = ca.issue_server(&[
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+        ])?;
+        let admin_token = random_token();
+        let files = Self {
+            dir: dir.to_owned(),
+            ca_cert: dir.join("ca.crt"),
+            serving_cert: dir.join("apiserver.crt"),
+            serving_key: dir.join("apiserver.key"),
+            service_account_key: dir.join("service-account.key"),
+            service_account_public_key: dir.join("service-account.pub"),
+            tokens: dir.join("tokens.csv"),
+            audit_policy: dir.join("audit-policy.yaml"),
+            audit_log: dir.join("audit.log"),
+            kubeconfig: dir.join("admin.kubeconfig"),
+            admin_token,
+        };
+        write(&files.ca_cert, ca.cert_pem())?;
+        write(&files.serving_cert, &serving.cert_pem)?;
+        write(&files.serving_key, &serving.key_pem)?;
+        let (private_key, public_key) = pki::key_pair_pem()?;
+        write(&files.service_account_key, &private_key)?;
+        write(&files.service_account_public_key, &public_key)?;
+        write(
+            &files.tokens,
+            &format!(
+                "{},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n",
+                files.admin_token
+            ),
+        )?;
+        write(&files.audit_policy, AUDIT_POLICY)?;
+        Ok(files)
+    }
+
+    fn write_kubeconfig(&self, apiserver_port: u16) -> Result<(), Error> {
+        let kubeconfig = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: homelab-testenv
+  cluster:
+    server: https://127.0.0.1:{apiserver_port}
+    certificate-authority: {ca}
+users:
+- name: {ADMIN_USER}
+  user:
+    token: {token}
+contexts:
+- name: homelab-testenv
+  context:
+    cluster: homelab-testenv
+    user: {ADMIN_USER}
+    namespace: default
+current-context: homelab-testenv
+",
+            ca = self.ca_cert.display(),
+            token = self.admin_token,
+        );
+        write(&self.kubeconfig, &kubeconfig)
+    }
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), Error> {
+    std::fs::write(path, contents).map_err(Error::io(format!("writing {}", path.display())))
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().fold(String::with_capacity(48), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn etcd_args(dir: &Path, port: u16, peer_port: u16) -> Vec<String> {
+    let client_url = format!("http://127.0.0.1:{port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    vec![
+        "--name=default".into(),
+        format!("--data-dir={}", dir.join("etcd").display()),
+        format!("--listen-client-urls={client_url}"),
+        format!("--advertise-client-urls={client_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster=default={peer_url}"),
+        // The data is thrown away with the directory; fsync would only slow every write.
+        "--unsafe-no-fsync".into(),
+        "--log-level=warn".into(),
+    ]
+}
+
+fn apiserver_args(files: &Files, etcd_port: u16, port: u16) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        "--advertise-address=127.0.0.1".into(),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+        format!("--cert-dir={}", path(&files.dir.join("apiserver-certs"))),
+        format!("--tls-cert-file={}", path(&files.serving_cert)),
+        format!("--tls-private-key-file={}", path(&files.serving_key)),
+        format!("--token-auth-file={}", path(&files.tokens)),
+        "--authorization-mode=RBAC".into(),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        format!(
+            "--service-account-key-file={}",
+            path(&files.service_account_public_key)
+        ),
+        format!(
+            "--service-account-signing-key-file={}",
+            path(&files.service_account_key)
+        ),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--allow-privileged=true".into(),
+        format!("--audit-policy-file={}", path(&files.audit_policy)),
+        format!("--audit-log-path={}", path(&files.audit_log)),
+        "--v=1".into(),
+    ]
+}
+
+fn controller_manager_args(files: &Files) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        format!("--kubeconfig={}", path(&files.kubeconfig)),
+        format!("--controllers={CONTROLLERS}"),
+        "--use-service-account-credentials=false".into(),
+        "--leader-elect=false".into(),
+        // No metrics or health endpoint: several control planes may run side by side.
+        "--secure-port=0".into(),
+        format!(
+            "--service-account-private-key-file={}",
+            path(&files.service_account_key)
+        ),
+        format!("--root-ca-file={}", path(&files.ca_cert)),
+        "--v=1".into(),
+    ]
+}
+
+/// Waits until `GET /readyz` answers `ok`.
+async fn wait_ready(
+    client: &kube::Client,
+    apiserver: &ChildProcess,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    let mut last_answer = String::new();
+    loop {
+        if let Some(status) = apiserver.exit_status() {
+            return Err(apiserver.exited_error(status));
+        }
+        let request = http::Request::get("/readyz").body(Vec::new());
+        if let Ok(request) = request {
+            match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => last_answer = body,
+                Err(e) => last_answer = e.to_string(),
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout {
+                what: format!("kube-apiserver /readyz (last answer: {last_answer})"),
+                after: timeout,
+                log_tail: apiserver.log_tail(30),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the service-account controller has created `default/default`, which shows that
+/// kube-controller-manager is connected and running its controllers.
+async fn wait_for_default_service_account(
+    client: &kube::Client,
+    controller_manager: &ChildProcess,
+) -> Result<(), Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + CONTROLLER_MANAGER_TIMEOUT;
+    loop {
+        if let Some(status) = controller_manager.exit_status() {
+            return Err(controller_manager.exited_error(status));
+        }
+        if let Ok(Some(_)) = api.get_opt("default").await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout {
+                what: "kube-controller-manager to create ServiceAccount default/default".into(),
+                after: CONTROLLER_MANAGER_TIMEOUT,
+                log_tail: controller_manager.log_tail(30),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,119 @@
+//! Installing CustomResourceDefinitions from YAML files and waiting until they are served.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Field manager of everything the test environment applies.
+pub const FIELD_MANAGER: &str = "homelab-testenv";
+
+const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One CRD document read from a file, kept as JSON so that no field is lost on the way.
+#[derive(Debug, Clone)]
+pub struct CrdManifest {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// `metadata.name`, e.g. `clusters.postgresql.cnpg.io`.
+    pub name: String,
+    /// The whole document.
+    pub body: serde_json::Value,
+}
+
+/// Reads every CRD in the `*.yaml` and `*.yml` files of `dir` (not recursive), in file-name order.
+/// A missing directory yields nothing; a document that is not a CRD is an error.
+pub fn load_dir(dir: &Path) -> Result<Vec<CrdManifest>, Error> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    let mut crds = Vec::new();
+    for file in files {
+        crds.extend(load_file(&file)?);
+    }
+    Ok(crds)
+}
+
+/// Reads every CRD in one (possibly multi-document) YAML file.
+pub fn load_file(path: &Path) -> Result<Vec<CrdManifest>, Error> {
+    let manifest_error = |reason: String| Error::Manifest {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| manifest_error(e.to_string()))?;
+    let mut crds = Vec::new();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let body =
+            serde_json::Value::deserialize(document).map_err(|e| manifest_error(e.to_string()))?;
+        if body.is_null() {
+            continue;
+        }
+        if body["kind"] != "CustomResourceDefinition" {
+            return Err(manifest_error(format!(
+                "expected only CustomResourceDefinitions, found kind {}",
+                body["kind"]
+            )));
+        }
+        let name = body["metadata"]["name"]
+            .as_str()
+            .ok_or_else(|| manifest_error("a CRD has no metadata.name".into()))?
+            .to_owned();
+        crds.push(CrdManifest {
+            source: path.to_owned(),
+            name,
+            body,
+        });
+    }
+    Ok(crds)
+}
+
+/// Server-side applies every CRD, then waits until each is Established.
+pub async fn install(client: &kube::Client, crds: &[CrdManifest]) -> Result<(), Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    try_join_all(crds.iter().map(|crd| {
+        let api = api.clone();
+        let params = params.clone();
+        async move {
+            api.patch(&crd.name, &params, &Patch::Apply(&crd.body))
+                .await
+                .map_err(Error::kube(format!(
+                    "applying CRD {} from {}",
+                    crd.name,
+                    crd.source.display()
+                )))
+        }
+    }))
+    .await?;
+    try_join_all(crds.iter().map(|crd| wait_established(&api, &crd.name))).await?;
+    Ok(())
+}
+
+async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) -> Result<(), Error> {
+    let wait = await_condition(api.clone(), name, conditions::is_crd_established());
+    match tokio::time::timeout(ESTABLISHED_TIMEOUT, wait).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::Timeout {
+            what: format!("CRD {name} to be Established ({e})"),
+            after: ESTABLISHED_TIMEOUT,
+            log_tail: String::new(),
+        }),
+        Err(_) => Err(Error::Timeout {
+            what: format!("CRD {name} to be Established"),
+            after: ESTABLISHED_TIMEOUT,
+            log_tail: String::new(),
+        }),
+    }
+}
