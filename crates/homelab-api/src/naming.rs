@@ -33,6 +33,11 @@ pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Marks throw-away clusters created by restore drills.
 pub const LABEL_DRILL: &str = "homelab.io/restore-drill";
+/// Annotation `{Kind}/{name}` naming the custom resource a child belongs to. Children that must
+/// outlive their owner (the database cluster and its ObjectStore under `deletionPolicy: Retain`)
+/// carry it instead of an ownerReference, so the garbage collector never deletes them.
+pub const ANNOTATION_OWNER: &str = "homelab.io/owner";
+
 /// The CloudNativePG label that names the cluster a pod belongs to.
 pub const CNPG_CLUSTER_LABEL: &str = "cnpg.io/cluster";
 
