@@ -20,6 +20,14 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver"
   exit 0
 fi
 
+# One build at a time: test processes and `make control-plane` may call this script together.
+mkdir -p "$CACHE/control-plane"
+exec 9>"$CACHE/control-plane/.lock"
+if ! flock -n 9; then
+  log "waiting for another build of the control plane to finish"
+  flock 9
+fi
+
 want=(kube-apiserver kube-controller-manager etcd kubectl)
 missing=0
 for b in "${want[@]}"; do [ -x "$OUT/$b" ] || missing=1; done
