@@ -40,11 +40,35 @@ pub const ANNOTATION_OWNER: &str = "homelab.io/owner";
 
 /// The CloudNativePG label that names the cluster a pod belongs to.
 pub const CNPG_CLUSTER_LABEL: &str = "cnpg.io/cluster";
+/// The CloudNativePG label that tells instance pods (`instance`) from pooler pods (`pooler`).
+pub const CNPG_POD_ROLE_LABEL: &str = "cnpg.io/podRole";
+/// The CloudNativePG label that names the `Pooler` a PgBouncer pod belongs to.
+pub const CNPG_POOLER_LABEL: &str = "cnpg.io/poolerName";
+/// The CloudNativePG label that makes the operator reload a Secret or ConfigMap when it changes.
+pub const CNPG_RELOAD_LABEL: &str = "cnpg.io/reload";
+/// The label every namespace carries with its own name (set by the API server).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// `app.kubernetes.io/component` of the PostgreSQL cluster, its monitoring and credentials.
+pub const COMPONENT_DATABASE: &str = "database";
+/// `app.kubernetes.io/component` of the PgBouncer pooler.
+pub const COMPONENT_POOLER: &str = "pooler";
+/// `app.kubernetes.io/component` of the object store, scheduled and on-demand backups.
+pub const COMPONENT_BACKUP: &str = "backup";
+/// `app.kubernetes.io/component` of restore-drill clusters.
+pub const COMPONENT_RESTORE_DRILL: &str = "restore-drill";
+/// `app.kubernetes.io/component` of a `HomelabApp`'s workload and everything around it.
+pub const COMPONENT_SERVER: &str = "server";
+
+/// PostgreSQL's port, on the cluster's Services and the pooler's.
+pub const POSTGRES_PORT: i32 = 5432;
 
 /// Annotation on an `AppDatabase` that requests an on-demand backup, once per distinct value.
 pub const ANNOTATION_BACKUP_NOW: &str = "homelab.io/backup-now";
 /// Annotation on an `AppDatabase` that requests an on-demand restore drill, once per value.
 pub const ANNOTATION_DRILL_NOW: &str = "homelab.io/drill-now";
+/// Annotation naming the BackupPolicy a scheduled backup follows.
+pub const ANNOTATION_BACKUP_POLICY: &str = "homelab.io/backup-policy";
 /// cert-manager's annotation naming the cluster issuer of an Ingress' certificate.
 pub const CERT_MANAGER_CLUSTER_ISSUER: &str = "cert-manager.io/cluster-issuer";
 
@@ -81,6 +105,11 @@ pub fn pooler(app: &str) -> String {
     format!("{app}-db-pooler")
 }
 
+/// Fully qualified host name of the pooler's Service.
+pub fn pooler_host(app: &str, namespace: &str) -> String {
+    format!("{}.{namespace}.svc.cluster.local", pooler(app))
+}
+
 /// `{app}-db-credentials`: the `kubernetes.io/basic-auth` Secret ESO writes in the database's
 /// namespace (and in each app's namespace that uses the database).
 pub fn credentials_secret(app: &str) -> String {
@@ -93,9 +122,62 @@ pub fn backup_object_store(app: &str) -> String {
     format!("{app}-db-backup")
 }
 
+/// `{app}-db-backup`: the `ScheduledBackup` (named like the `ObjectStore` it writes to).
+pub fn scheduled_backup(app: &str) -> String {
+    backup_object_store(app)
+}
+
+/// `{app}-db-cnpg-v1`: the `PodMonitor` of the PostgreSQL instances, named like the cluster.
+pub fn cluster_pod_monitor(app: &str) -> String {
+    cluster(app)
+}
+
+/// `{app}-db-pooler`: the `PodMonitor` of the PgBouncer pods, named like the pooler.
+pub fn pooler_pod_monitor(app: &str) -> String {
+    pooler(app)
+}
+
 /// `{app}-db-backup-sas`: the Secret (synced by ESO) with the SAS token.
 pub fn backup_sas_secret(app: &str) -> String {
     format!("{app}-db-backup-sas")
+}
+
+/// `{app}-db-restore`: the read-only Barman Cloud `ObjectStore` through which a database restored
+/// from `spec.restore.from.archive` reads that archive.
+pub fn restore_object_store(app: &str) -> String {
+    format!("{app}-db-restore")
+}
+
+/// `{app}-db-restore-sas`: the Secret (synced by ESO) and the Key Vault secret with the SAS token
+/// that reaches the archive named in `spec.restore.from.archive`.
+pub fn restore_sas_secret(app: &str) -> String {
+    format!("{app}-db-restore-sas")
+}
+
+/// `{name}`: a `HomelabApp`'s Deployment, Service, Ingress or HTTPRoute and NetworkPolicy.
+pub fn app_workload(name: &str) -> String {
+    name.to_string()
+}
+
+/// `{name}-secrets`: the Secret (synced by ESO) with a `HomelabApp`'s Key Vault secrets.
+pub fn app_secrets(name: &str) -> String {
+    format!("{name}-secrets")
+}
+
+/// `{name}-db`: the Secret (synced by ESO, in the app's namespace) with a `HomelabApp`'s database
+/// connection: `username`, `password` and `uri`.
+pub fn app_database_secret(name: &str) -> String {
+    format!("{name}-db")
+}
+
+/// `{name}-{volume}`: the PersistentVolumeClaim of one of a `HomelabApp`'s volumes.
+pub fn app_volume_claim(name: &str, volume: &str) -> String {
+    format!("{name}-{volume}")
+}
+
+/// `{name}-tls`: the default Secret for an Ingress' certificate.
+pub fn tls_secret(name: &str) -> String {
+    format!("{name}-tls")
 }
 
 /// `{app}-db-password`: the default Key Vault secret holding the generated password.
