@@ -234,6 +234,23 @@ pub fn archive_server_name(cluster: &str, incarnation: u32) -> String {
     }
 }
 
+/// The archive server name of a database restored from backups: `{cluster}-{first 8 characters
+/// of the resource's uid}`, unique per incarnation, so the restored cluster never writes into the
+/// archive it was restored from.
+pub fn restored_server_name(cluster: &str, uid: &str) -> String {
+    let suffix: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if suffix.is_empty() {
+        format!("{cluster}-restored")
+    } else {
+        format!("{cluster}-{suffix}")
+    }
+}
+
 /// `{app}-drill-{n}`: the throw-away cluster of a restore drill.
 pub fn drill_cluster(app: &str, sequence: u64) -> String {
     format!("{app}-drill-{}", sequence % 1_000_000)
@@ -294,6 +311,13 @@ mod tests {
     fn restored_incarnations_archive_under_new_server_names() {
         assert_eq!(archive_server_name("x-db-cnpg-v1", 1), "x-db-cnpg-v1");
         assert_eq!(archive_server_name("x-db-cnpg-v1", 2), "x-db-cnpg-v1-r2");
+    }
+
+    #[test]
+    fn restored_server_names_differ_from_the_source() {
+        let name = restored_server_name("x-db-cnpg-v1", "3F2A9c1e-0000-4000-8000-000000000000");
+        assert_eq!(name, "x-db-cnpg-v1-3f2a9c1e");
+        assert!(restored_server_name(&cluster(&"a".repeat(40)), "abcdefgh-1").len() <= 63);
     }
 
     #[test]
