@@ -66,6 +66,8 @@ use crate::common::{DeletionPolicy, LocalRef, SecretStoreRef};
      "message": "spec.app is immutable: it names the CloudNativePG cluster and the backup archive", "fieldPath": ".app", "reason": "FieldValueForbidden"},
     {"rule": "has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)",
      "message": "spec.restore can only be set when the AppDatabase is created and cannot change afterwards", "fieldPath": ".restore", "reason": "FieldValueForbidden"},
+    {"rule": "!has(oldSelf.walStorage) || has(self.walStorage)",
+     "message": "spec.walStorage cannot be removed once set: CloudNativePG cannot move the write-ahead log back into the data volume", "fieldPath": ".walStorage", "reason": "FieldValueForbidden"},
     {"rule": "!has(self.pooler) || self.instances >= 1",
      "message": "a pooler needs at least one instance", "fieldPath": ".pooler"}
 ]))]
@@ -96,6 +98,7 @@ pub struct AppDatabaseSpec {
 
     /// CPU and memory for each PostgreSQL instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::resource_requirements_schema")]
     pub resources: Option<ResourceRequirements>,
 
     /// The database created in the cluster, and its owner.

@@ -6,6 +6,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// CEL rule for a five-field cron expression (minute hour day-of-month month day-of-week) as
+/// CloudNativePG's scheduler accepts it once the operator prepends the seconds: numbers, `*`,
+/// ranges, steps and lists, `?` for either day field, and month or weekday names.
+const CRON_RULE: &str = r"self.matches('^[0-9*,/-]+\\s+[0-9*,/-]+\\s+[0-9*,/?-]+\\s+[0-9A-Za-z*,/-]+\\s+[0-9A-Za-z*,/?-]+$')";
+const CRON_MESSAGE: &str = "must be a five-field cron expression in UTC (minute hour day-of-month month day-of-week), such as \"0 1 * * *\" for 01:00 every day; CloudNativePG's six-field form with seconds is not accepted";
+
 /// Backup schedule, retention, WAL archiving bound, Azure destination and restore drills for the
 /// databases that reference this policy through `AppDatabase.spec.backup.policyRef`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -65,7 +71,10 @@ pub struct BackupPolicySpec {
     /// When base backups run: a standard five-field cron expression (minute hour day-of-month
     /// month day-of-week), evaluated in UTC. The default, `0 1 * * *`, is daily at 01:00 UTC.
     #[serde(default = "default_schedule")]
-    #[schemars(length(min = 9, max = 100), pattern(r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"))]
+    #[schemars(length(min = 1, max = 100))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": CRON_RULE, "message": CRON_MESSAGE}
+    ]))]
     pub schedule: String,
 
     /// How long backups are kept, as Barman Cloud's recovery window: a number followed by `d`
@@ -80,7 +89,7 @@ pub struct BackupPolicySpec {
     #[serde(default = "default_wal_archive_timeout")]
     #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}(s|m)$"))]
     #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self.endsWith('m') ? int(self.substring(0, size(self)-1)) <= 60 : int(self.substring(0, size(self)-1)) >= 30",
+        {"rule": "!self.matches('^[1-9][0-9]{0,3}(s|m)$') || (self.endsWith('m') ? int(self.substring(0, size(self)-1)) <= 60 : int(self.substring(0, size(self)-1)) >= 30)",
          "message": "walArchiveTimeout must be between 30s and 60m"}
     ]))]
     pub wal_archive_timeout: String,
@@ -222,7 +231,10 @@ pub enum CredentialsMode {
 #[serde(rename_all = "camelCase")]
 pub struct DrillSpec {
     /// When drills run: a five-field cron expression in UTC, e.g. `0 4 * * 0` (Sundays 04:00).
-    #[schemars(length(min = 9, max = 100), pattern(r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"))]
+    #[schemars(length(min = 1, max = 100))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": CRON_RULE, "message": CRON_MESSAGE}
+    ]))]
     pub schedule: String,
 
     /// How long a drill may take before it is declared failed (minutes `m` or hours `h`).

@@ -55,7 +55,13 @@ use crate::common::{LocalRef, SecretStoreRef};
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!(has(self.ingress) && has(self.route))", "message": "set at most one of spec.ingress and spec.route"}
+    {"rule": "!(has(self.ingress) && has(self.route))", "message": "set at most one of spec.ingress and spec.route"},
+    {"rule": "!has(self.env) || !has(self.database) || !self.env.exists(e, self.database.env.exists(d, d.name == e.name))",
+     "message": "spec.env and spec.database.env set the same environment variable: each variable can come from one place only",
+     "fieldPath": ".env"},
+    {"rule": "!has(self.secrets) || !self.secrets.exists(s, !has(s.mountPath) && ((has(self.env) && self.env.exists(e, e.name == s.name)) || (has(self.database) && self.database.env.exists(d, d.name == s.name))))",
+     "message": "a secret without mountPath is an environment variable, and spec.env or spec.database.env already sets one of the same name: each variable can come from one place only",
+     "fieldPath": ".secrets"}
 ]))]
 pub struct HomelabAppSpec {
     /// Container image, e.g. `sissbruecker/linkding:1.41.0`.
@@ -90,6 +96,7 @@ pub struct HomelabAppSpec {
 
     /// CPU and memory for the app's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::resource_requirements_schema")]
     pub resources: Option<ResourceRequirements>,
 
     /// HTTP health check used for readiness and liveness probes.
@@ -385,8 +392,12 @@ impl Default for NetworkPolicySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressRule {
-    /// Destination network, e.g. `0.0.0.0/0` for the internet.
-    #[schemars(length(min = 9, max = 43), pattern(r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"))]
+    /// Destination network in CIDR notation, e.g. `0.0.0.0/0` for the IPv4 internet, `::/0` for
+    /// the IPv6 internet, or `192.168.10.0/24`.
+    #[schemars(length(min = 4, max = 43))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "isCIDR(self)", "message": "must be a network in CIDR notation, such as 0.0.0.0/0, 192.168.10.0/24 or ::/0"}
+    ]))]
     pub cidr: String,
     /// Destination ports; all ports if empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
