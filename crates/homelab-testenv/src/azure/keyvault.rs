@@ -52,6 +52,7 @@ use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
@@ -126,6 +127,12 @@ impl Shared {
     }
 }
 
+/// The running accept loop and the way to stop it.
+struct Server {
+    task: JoinHandle<()>,
+    shutdown: oneshot::Sender<()>,
+}
+
 /// The Key Vault secrets emulator. Its state survives [`stop`](Self::stop) and
 /// [`start`](Self::start), as a real vault's does across an outage.
 pub struct KeyVaultEmulator {
@@ -133,7 +140,7 @@ pub struct KeyVaultEmulator {
     addr: SocketAddr,
     acceptor: TlsAcceptor,
     runtime: tokio::runtime::Handle,
-    server: Mutex<Option<JoinHandle<()>>>,
+    server: Mutex<Option<Server>>,
 }
 
 impl std::fmt::Debug for KeyVaultEmulator {
@@ -187,14 +194,16 @@ impl KeyVaultEmulator {
     pub fn is_running(&self) -> bool {
         self.server_slot()
             .as_ref()
-            .is_some_and(|t| !t.is_finished())
+            .is_some_and(|s| !s.task.is_finished())
     }
 
-    /// Stops listening and drops every open connection; clients then see connection errors.
-    pub fn stop(&self) {
-        if let Some(task) = self.server_slot().take() {
-            // Dropping the accept loop drops its JoinSet, which aborts every connection task.
-            task.abort();
+    /// Stops listening and closes every open connection; clients then see connection errors.
+    /// Returns once nothing is served any more.
+    pub async fn stop(&self) {
+        let server = self.server_slot().take();
+        if let Some(Server { task, shutdown }) = server {
+            let _ = shutdown.send(());
+            let _ = task.await;
         }
     }
 
@@ -240,17 +249,23 @@ impl KeyVaultEmulator {
         self.shared.fault().clone()
     }
 
-    fn server_slot(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
+    fn server_slot(&self) -> MutexGuard<'_, Option<Server>> {
         self.server.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn serve(&self, listener: TcpListener) {
         let router = router(self.shared.clone());
         let acceptor = self.acceptor.clone();
+        let (shutdown, mut stopped) = oneshot::channel::<()>();
         let task = self.runtime.spawn(async move {
             let mut connections = JoinSet::new();
             loop {
                 tokio::select! {
+                    _ = &mut stopped => {
+                        // Aborts every connection and waits for them, so nothing is served after.
+                        connections.shutdown().await;
+                        return;
+                    }
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let acceptor = acceptor.clone();
@@ -266,15 +281,18 @@ impl KeyVaultEmulator {
                 }
             }
         });
-        if let Some(old) = self.server_slot().replace(task) {
-            old.abort();
+        if let Some(old) = self.server_slot().replace(Server { task, shutdown }) {
+            old.task.abort();
         }
     }
 }
 
 impl Drop for KeyVaultEmulator {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(server) = self.server_slot().take() {
+            // The accept loop owns the connections' JoinSet: dropping it aborts them too.
+            server.task.abort();
+        }
     }
 }
 

@@ -144,6 +144,20 @@ impl AzureEmulators {
         }
     }
 
+    /// Like [`start`](Self::start), but returns `None` (and says so on stderr) when Azurite is
+    /// not installed and `CI` is not `true`. On CI a missing component fails.
+    #[allow(clippy::panic)]
+    pub async fn start_or_skip(test: &str) -> Option<Self> {
+        match Self::start().await {
+            Ok(emulators) => Some(emulators),
+            Err(e) if !is_ci() && matches!(e, AzureEmulatorError::AzuriteMissing { .. }) => {
+                eprintln!("SKIPPED {test}: {e}");
+                None
+            }
+            Err(e) => panic!("Azure emulators could not be started: {e}"),
+        }
+    }
+
     /// Starts a private set of emulators owned by the caller and stopped when dropped. Used by
     /// `homelab-testenv exec` (with [`env_vars`](Self::env_vars)) and by tests that stop
     /// emulators or inject faults.
@@ -337,7 +351,7 @@ impl AzureEmulators {
     /// The emulator keeps its secrets; a Lowkey Vault loses them.
     pub async fn stop_key_vault(&self) -> Result<(), AzureEmulatorError> {
         match &self.local()?.key_vault {
-            KeyVaultBackend::Emulator(kv) => kv.stop(),
+            KeyVaultBackend::Emulator(kv) => kv.stop().await,
             KeyVaultBackend::Lowkey(kv) => kv.stop(),
         }
         Ok(())

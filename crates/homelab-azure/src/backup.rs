@@ -1,0 +1,112 @@
+//! The backup SAS of a database: a container-scoped token kept in Key Vault, with the secret's
+//! `exp` attribute equal to the token's expiry, replaced when less than a third of its lifetime
+//! remains.
+
+use jiff::Timestamp;
+
+use crate::blob::BlobStore;
+use crate::error::Result;
+use crate::keyvault::{SAS_CONTENT_TYPE, SecretVault};
+use crate::names::{ContainerName, SecretName};
+use crate::sas::{RotationDecision, RotationReason, SasPolicy, rotation_decision};
+
+/// What [`ensure_backup_sas`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SasOutcome {
+    /// A new token was minted and stored as a new secret version.
+    Minted {
+        /// The new secret version.
+        version: String,
+        /// The token's (and the secret's) expiry.
+        expires_on: Timestamp,
+        /// Why.
+        reason: RotationReason,
+    },
+    /// The stored token is still good.
+    Kept {
+        /// The current secret version.
+        version: String,
+        /// Its expiry.
+        expires_on: Timestamp,
+        /// When it will be due for rotation.
+        rotate_at: Timestamp,
+    },
+    /// The secret exists but was not written by the operator; it is left alone.
+    NotManaged {
+        /// The current secret version.
+        version: String,
+        /// Its expiry, if set.
+        expires_on: Option<Timestamp>,
+    },
+}
+
+impl SasOutcome {
+    /// When the controller should look again: the rotation time, or `None` when it is not ours.
+    pub fn requeue_at(&self) -> Option<Timestamp> {
+        match self {
+            Self::Minted {
+                version: _,
+                expires_on,
+                reason: _,
+            } => {
+                // Due when a third of the new token's lifetime remains; judged from now.
+                match rotation_decision(Some(Timestamp::now()), Some(*expires_on), Timestamp::now())
+                {
+                    RotationDecision::Keep { rotate_at } => Some(rotate_at),
+                    RotationDecision::Rotate(_) => Some(Timestamp::now()),
+                }
+            }
+            Self::Kept { rotate_at, .. } => Some(*rotate_at),
+            Self::NotManaged { .. } => None,
+        }
+    }
+}
+
+/// Makes sure the secret `secret` in `vault` holds a SAS token for `container` that is not due
+/// for rotation at `now`, minting and storing a new one otherwise.
+pub async fn ensure_backup_sas(
+    vault_client: &dyn SecretVault,
+    vault: &str,
+    secret: &SecretName,
+    store: &dyn BlobStore,
+    container: &ContainerName,
+    policy: &SasPolicy,
+    now: Timestamp,
+) -> Result<SasOutcome> {
+    let current = vault_client.get(vault, secret).await?;
+    let reason = match &current {
+        None => RotationReason::Missing,
+        Some(stored) if !stored.is_managed_by_operator() => {
+            return Ok(SasOutcome::NotManaged {
+                version: stored.version.clone(),
+                expires_on: stored.expires_on,
+            });
+        }
+        Some(stored) => match rotation_decision(stored.created, stored.expires_on, now) {
+            RotationDecision::Keep { rotate_at } => {
+                return Ok(SasOutcome::Kept {
+                    version: stored.version.clone(),
+                    expires_on: stored.expires_on.unwrap_or(rotate_at),
+                    rotate_at,
+                });
+            }
+            RotationDecision::Rotate(reason) => reason,
+        },
+    };
+    let token = store.container_sas(container, policy, now).await?;
+    let written = vault_client
+        .set_with_expiry(
+            vault,
+            secret,
+            &token.token,
+            SAS_CONTENT_TYPE,
+            token.expires_on,
+        )
+        .await?;
+    tracing::info!(%vault, %secret, %container, version = %written.version, expires_on = %token.expires_on, ?reason, "minted backup SAS");
+    Ok(SasOutcome::Minted {
+        version: written.version,
+        expires_on: token.expires_on,
+        reason,
+    })
+}

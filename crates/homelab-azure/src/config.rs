@@ -1,0 +1,418 @@
+//! Configuration: which Azure identity the operator uses, which cloud, and how it talks to Key
+//! Vault and Blob Storage. [`AzureClients`] turns it into clients.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
+use azure_identity::{
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::blob::AzureBlobStore;
+use crate::error::{AzureError, Result};
+use crate::keyvault::KeyVaultSecrets;
+use crate::sas::{SasPolicy, SasProtocol};
+
+/// How the operator authenticates to Azure (Entra ID).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum CredentialConfig {
+    /// Workload identity federation: the pod's projected service-account token is exchanged for
+    /// an Entra token. Unset fields come from `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and
+    /// `AZURE_FEDERATED_TOKEN_FILE`, which the workload identity webhook injects.
+    #[default]
+    WorkloadIdentity,
+    /// Workload identity federation with explicit settings.
+    #[serde(rename_all = "camelCase")]
+    WorkloadIdentityWith {
+        /// The application (client) ID.
+        client_id: Option<String>,
+        /// The directory (tenant) ID.
+        tenant_id: Option<String>,
+        /// The federated token file.
+        token_file: Option<PathBuf>,
+    },
+    /// A service principal with a client secret, read from a file (a mounted Secret).
+    #[serde(rename_all = "camelCase")]
+    ServicePrincipal {
+        /// The directory (tenant) ID.
+        tenant_id: String,
+        /// The application (client) ID.
+        client_id: String,
+        /// A file holding the client secret.
+        client_secret_file: PathBuf,
+    },
+    /// The managed identity of the node or VM; `client_id` picks a user-assigned identity.
+    #[serde(rename_all = "camelCase")]
+    ManagedIdentity {
+        /// Client ID of a user-assigned identity; the system-assigned identity when unset.
+        client_id: Option<String>,
+    },
+}
+
+/// The Azure cloud, which decides the Entra ID authority host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "name", rename_all = "camelCase")]
+pub enum Cloud {
+    /// Azure public cloud (`login.microsoftonline.com`).
+    #[default]
+    AzurePublic,
+    /// Azure Government (`login.microsoftonline.us`).
+    AzureGovernment,
+    /// Azure operated by 21Vianet (`login.chinacloudapi.cn`).
+    AzureChina,
+    /// Any other cloud or an emulator.
+    #[serde(rename_all = "camelCase")]
+    Custom {
+        /// The Entra ID authority host, e.g. `https://login.example.cloud`.
+        authority_host: String,
+    },
+}
+
+/// How SDK requests are retried before an error reaches the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryConfig {
+    /// Attempts after the first one.
+    pub max_retries: u32,
+    /// Delay before the first retry, doubled each time.
+    #[serde(with = "millis")]
+    pub initial_delay: Duration,
+    /// Give up retrying after this long.
+    #[serde(with = "millis")]
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryConfig {
+    /// Controllers requeue on errors, so the SDK retries only briefly.
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            initial_delay: Duration::from_millis(500),
+            max_elapsed: Duration::from_secs(30),
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// How SAS tokens are signed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum SasSigning {
+    /// A user-delegation SAS, signed with a key from `Get User Delegation Key` (needs the role
+    /// Storage Blob Delegator or Storage Blob Data Contributor). No account key is involved;
+    /// Azure limits such a SAS to 7 days.
+    #[default]
+    UserDelegation,
+    /// A service SAS signed with the storage account key, read from a file (a mounted Secret).
+    #[serde(rename_all = "camelCase")]
+    AccountKey {
+        /// A file holding the base64 account key.
+        key_file: PathBuf,
+    },
+}
+
+/// Everything the adapter is configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AzureConfig {
+    /// The operator's identity.
+    pub credential: CredentialConfig,
+    /// The cloud.
+    pub cloud: Cloud,
+    /// Retries inside the SDK.
+    pub retry: RetryConfig,
+    /// Recover a soft-deleted secret instead of failing with [`AzureError::SoftDeleted`].
+    pub recover_soft_deleted: bool,
+    /// Skip the SDK's check that the vault's authentication challenge names a resource whose
+    /// domain the vault URL belongs to. Only for emulators and private DNS setups.
+    pub skip_challenge_resource_check: bool,
+    /// How SAS tokens are signed.
+    pub sas_signing: SasSigning,
+    /// Allow plain HTTP in SAS tokens (`spr=https,http`). Only for emulators.
+    pub sas_allow_http: bool,
+    /// SAS lifetime in days (default 30; user-delegation SAS are capped at 7).
+    pub sas_lifetime_days: Option<u32>,
+}
+
+impl AzureConfig {
+    /// The SAS policy this configuration asks for.
+    pub fn sas_policy(&self) -> SasPolicy {
+        let mut policy = SasPolicy::default();
+        if let Some(days) = self.sas_lifetime_days {
+            policy.lifetime = Duration::from_secs(u64::from(days) * 24 * 3600);
+        }
+        if self.sas_allow_http {
+            policy.protocol = SasProtocol::HttpsAndHttp;
+        }
+        policy
+    }
+}
+
+/// Builds Key Vault and Blob Storage adapters sharing one credential and HTTP pipeline settings.
+#[derive(Clone)]
+pub struct AzureClients {
+    config: AzureConfig,
+    credential: Arc<dyn TokenCredential>,
+    http: Option<reqwest::Client>,
+    secret_clients: Arc<Mutex<HashMap<String, Arc<SecretClient>>>>,
+}
+
+impl std::fmt::Debug for AzureClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureClients")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureClients {
+    /// Clients authenticating as `config.credential` says.
+    pub fn new(config: AzureConfig) -> Result<Self> {
+        let credential = build_credential(&config)?;
+        Ok(Self::from_parts(config, credential, None))
+    }
+
+    /// Clients authenticating with `credential`, optionally over `http` (for example a client
+    /// trusting a private CA). For tests and embedding.
+    pub fn with_credential(
+        config: AzureConfig,
+        credential: Arc<dyn TokenCredential>,
+        http: Option<reqwest::Client>,
+    ) -> Self {
+        Self::from_parts(config, credential, http)
+    }
+
+    fn from_parts(
+        config: AzureConfig,
+        credential: Arc<dyn TokenCredential>,
+        http: Option<reqwest::Client>,
+    ) -> Self {
+        Self {
+            config,
+            credential,
+            http,
+            secret_clients: Arc::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AzureConfig {
+        &self.config
+    }
+
+    /// Key Vault secrets; the vault URL is given per call.
+    pub fn key_vault(&self) -> KeyVaultSecrets {
+        KeyVaultSecrets::new(self.clone())
+    }
+
+    /// The Blob service of the account at `service_url`
+    /// (`https://<account>.blob.core.windows.net`).
+    pub fn blob_store(&self, service_url: &str) -> Result<AzureBlobStore> {
+        AzureBlobStore::new(self, service_url)
+    }
+
+    pub(crate) fn credential(&self) -> Arc<dyn TokenCredential> {
+        self.credential.clone()
+    }
+
+    pub(crate) fn client_options(&self) -> ClientOptions {
+        client_options(&self.config, self.http.as_ref())
+    }
+
+    /// A cached client for `vault_url`: each client learns the vault's token scope once.
+    pub(crate) fn secret_client(&self, vault_url: &str) -> Result<Arc<SecretClient>> {
+        let key = vault_url.trim_end_matches('/').to_owned();
+        let mut clients = self
+            .secret_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = SecretClient::new(
+            &key,
+            self.credential(),
+            Some(SecretClientOptions {
+                client_options: self.client_options(),
+                verify_challenge_resource: Some(!self.config.skip_challenge_resource_check),
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| AzureError::Config(format!("vault URL '{vault_url}': {e}")))?;
+        let client = Arc::new(client);
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn cloud_configuration(cloud: &Cloud) -> CloudConfiguration {
+    match cloud {
+        Cloud::AzurePublic => CloudConfiguration::AzurePublic,
+        Cloud::AzureGovernment => CloudConfiguration::AzureGovernment,
+        Cloud::AzureChina => CloudConfiguration::AzureChina,
+        Cloud::Custom { authority_host } => {
+            let mut custom = CustomConfiguration::default();
+            custom.authority_host = authority_host.clone();
+            CloudConfiguration::Custom(custom)
+        }
+    }
+}
+
+fn client_options(config: &AzureConfig, http: Option<&reqwest::Client>) -> ClientOptions {
+    let to_azure = |d: Duration| {
+        azure_core::time::Duration::milliseconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    ClientOptions {
+        retry: RetryOptions::exponential(ExponentialRetryOptions {
+            initial_delay: to_azure(config.retry.initial_delay),
+            max_retries: config.retry.max_retries,
+            max_total_elapsed: to_azure(config.retry.max_elapsed),
+            max_delay: to_azure(config.retry.max_elapsed.min(Duration::from_secs(30))),
+        }),
+        transport: http.map(|client| Transport::new(Arc::new(client.clone()))),
+        cloud: Some(Arc::new(cloud_configuration(&config.cloud))),
+        ..ClientOptions::default()
+    }
+}
+
+fn build_credential(config: &AzureConfig) -> Result<Arc<dyn TokenCredential>> {
+    let options = client_options(config, None);
+    let credential_error =
+        |what: &str, e: azure_core::Error| AzureError::Config(format!("{what}: {e}"));
+    Ok(match &config.credential {
+        CredentialConfig::WorkloadIdentity => {
+            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions {
+                    client_options: options,
+                },
+                ..Default::default()
+            }))
+            .map_err(|e| {
+                credential_error(
+                    "workload identity (are AZURE_CLIENT_ID, AZURE_TENANT_ID and \
+                 AZURE_FEDERATED_TOKEN_FILE set? Label the pod azure.workload.identity/use=true)",
+                    e,
+                )
+            })?
+        }
+        CredentialConfig::WorkloadIdentityWith {
+            client_id,
+            tenant_id,
+            token_file,
+        } => WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+            credential_options: ClientAssertionCredentialOptions {
+                client_options: options,
+            },
+            client_id: client_id.clone(),
+            tenant_id: tenant_id.clone(),
+            token_file_path: token_file.clone(),
+        }))
+        .map_err(|e| credential_error("workload identity", e))?,
+        CredentialConfig::ServicePrincipal {
+            tenant_id,
+            client_id,
+            client_secret_file,
+        } => {
+            let secret = std::fs::read_to_string(client_secret_file).map_err(|e| {
+                AzureError::Config(format!(
+                    "cannot read the client secret file {}: {e}",
+                    client_secret_file.display()
+                ))
+            })?;
+            ClientSecretCredential::new(
+                tenant_id,
+                client_id.clone(),
+                Secret::new(secret.trim().to_owned()),
+                Some(ClientSecretCredentialOptions {
+                    client_options: options,
+                }),
+            )
+            .map_err(|e| credential_error("service principal", e))?
+        }
+        CredentialConfig::ManagedIdentity { client_id } => {
+            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                client_options: options,
+            }))
+            .map_err(|e| credential_error("managed identity", e))?
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_from_camel_case() {
+        let config: AzureConfig = serde_json::from_value(serde_json::json!({
+            "credential": {
+                "type": "servicePrincipal",
+                "tenantId": "t",
+                "clientId": "c",
+                "clientSecretFile": "/var/run/secrets/azure/client-secret"
+            },
+            "cloud": { "name": "azureChina" },
+            "recoverSoftDeleted": true,
+            "sasSigning": { "type": "accountKey", "keyFile": "/k" },
+            "sasLifetimeDays": 14
+        }))
+        .unwrap();
+        assert!(matches!(
+            config.credential,
+            CredentialConfig::ServicePrincipal { .. }
+        ));
+        assert_eq!(config.cloud, Cloud::AzureChina);
+        assert!(config.recover_soft_deleted);
+        assert_eq!(
+            config.sas_policy().lifetime,
+            Duration::from_secs(14 * 24 * 3600)
+        );
+        assert_eq!(config.retry, RetryConfig::default());
+
+        let defaults: AzureConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(defaults.credential, CredentialConfig::WorkloadIdentity);
+        assert_eq!(defaults.sas_signing, SasSigning::UserDelegation);
+        assert_eq!(defaults.sas_policy().protocol, SasProtocol::HttpsOnly);
+    }
+
+    #[test]
+    fn a_missing_client_secret_file_is_a_config_error() {
+        let config = AzureConfig {
+            credential: CredentialConfig::ServicePrincipal {
+                tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+                client_id: "c".into(),
+                client_secret_file: "/nonexistent/secret".into(),
+            },
+            ..Default::default()
+        };
+        let error = AzureClients::new(config)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/secret"), "{error}");
+    }
+}

@@ -1,0 +1,316 @@
+//! The Blob adapter and SAS minting against Azurite, which enforces SAS signatures, scope,
+//! permissions and expiry: a minted token works on its own container only, and only until it
+//! expires; rotation stores a new token whose Key Vault expiry follows it.
+
+mod common;
+
+use std::time::Duration;
+
+use azure_core::http::{RequestContent, Url};
+use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use futures::TryStreamExt;
+use homelab_azure::{
+    AzureConfig, BlobStore, ContainerName, ContainerOutcome, RotationReason, SasOutcome, SasPolicy,
+    SasSigning, SecretName, SecretVault, ensure_backup_sas,
+};
+use homelab_testenv::azure::AzureEmulators;
+use jiff::Timestamp;
+
+use common::{account_key_file, clients, emulator_config, unique};
+
+/// A container client that authenticates with nothing but `token` in its URL.
+#[allow(clippy::unwrap_used)]
+fn sas_client(az: &AzureEmulators, container_url: &str, token: &str) -> BlobContainerClient {
+    BlobContainerClient::new(
+        Url::parse(&format!("{container_url}?{token}")).unwrap(),
+        None,
+        Some(BlobContainerClientOptions {
+            client_options: az.client_options(),
+            ..Default::default()
+        }),
+    )
+    .unwrap()
+}
+
+async fn upload(client: &BlobContainerClient, name: &str) -> azure_core::Result<()> {
+    client
+        .blob_client(name)
+        .upload(RequestContent::from(b"wal segment".to_vec()), None)
+        .await
+        .map(|_| ())
+}
+
+async fn list(client: &BlobContainerClient) -> azure_core::Result<Vec<String>> {
+    client
+        .list_blobs(None)?
+        .map_ok(|blob| blob.name.unwrap_or_default())
+        .try_collect()
+        .await
+}
+
+#[tokio::test]
+async fn ensure_container_is_idempotent_and_delete_reports_absence() {
+    let Some(az) = AzureEmulators::get_or_skip("ensure_container").await else {
+        return;
+    };
+    let store = clients(az, emulator_config())
+        .blob_store(az.blob_service_url())
+        .unwrap();
+    assert_eq!(store.account_name(), "devstoreaccount1");
+    let container = ContainerName::backup(&unique("app"));
+    assert_eq!(
+        store.ensure_container(&container).await.unwrap(),
+        ContainerOutcome::Created
+    );
+    assert_eq!(
+        store.ensure_container(&container).await.unwrap(),
+        ContainerOutcome::Existing
+    );
+    assert!(store.delete_container(&container).await.unwrap());
+    assert!(!store.delete_container(&container).await.unwrap());
+}
+
+#[tokio::test]
+async fn user_delegation_sas_works_on_its_container_only_and_until_it_expires() {
+    let Some(az) = AzureEmulators::get_or_skip("user_delegation_sas").await else {
+        return;
+    };
+    let store = clients(az, emulator_config())
+        .blob_store(az.blob_service_url())
+        .unwrap();
+    let own = ContainerName::backup(&unique("own"));
+    let other = ContainerName::backup(&unique("other"));
+    store.ensure_container(&own).await.unwrap();
+    store.ensure_container(&other).await.unwrap();
+
+    let policy = SasPolicy {
+        lifetime: Duration::from_secs(4),
+        ..SasPolicy::default()
+    };
+    let token = store
+        .container_sas(&own, &policy, Timestamp::now())
+        .await
+        .unwrap();
+    let t = token.token.expose();
+    assert!(
+        t.contains("sp=rwdl") && t.contains("spr=https") && t.contains("skoid="),
+        "{t}"
+    );
+
+    let client = sas_client(az, &store.container_url(&own), t);
+    upload(&client, "wals/000000010000000000000001")
+        .await
+        .unwrap();
+    upload(&client, "base/20260101T000000/data.tar")
+        .await
+        .unwrap();
+    let mut names = list(&client).await.unwrap();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "base/20260101T000000/data.tar",
+            "wals/000000010000000000000001"
+        ]
+    );
+    client
+        .blob_client("base/20260101T000000/data.tar")
+        .delete(None)
+        .await
+        .unwrap();
+
+    let elsewhere = sas_client(az, &store.container_url(&other), t);
+    let refused = upload(&elsewhere, "intruder").await.unwrap_err();
+    assert_eq!(refused.http_status().map(u16::from), Some(403), "{refused}");
+    let refused = list(&elsewhere).await.unwrap_err();
+    assert_eq!(refused.http_status().map(u16::from), Some(403), "{refused}");
+
+    // Wait until the token has expired (its expiry has whole-second precision).
+    let wait = token.expires_on.as_second() - Timestamp::now().as_second() + 2;
+    tokio::time::sleep(Duration::from_secs(u64::try_from(wait.max(0)).unwrap())).await;
+    let expired = list(&client).await.unwrap_err();
+    assert_eq!(expired.http_status().map(u16::from), Some(403), "{expired}");
+    let expired = upload(&client, "late").await.unwrap_err();
+    assert_eq!(expired.http_status().map(u16::from), Some(403), "{expired}");
+}
+
+#[tokio::test]
+async fn user_delegation_sas_is_capped_at_seven_days() {
+    let Some(az) = AzureEmulators::get_or_skip("user_delegation_cap").await else {
+        return;
+    };
+    let store = clients(az, emulator_config())
+        .blob_store(az.blob_service_url())
+        .unwrap();
+    let container = ContainerName::backup(&unique("cap"));
+    store.ensure_container(&container).await.unwrap();
+    let now = Timestamp::now();
+    let token = store
+        .container_sas(&container, &SasPolicy::default(), now)
+        .await
+        .unwrap();
+    let lifetime = token.expires_on.as_second() - now.as_second();
+    assert!(
+        (7 * 86400 - 1..=7 * 86400).contains(&lifetime),
+        "{lifetime}"
+    );
+    let client = sas_client(az, &store.container_url(&container), token.token.expose());
+    upload(&client, "x").await.unwrap();
+}
+
+#[tokio::test]
+async fn service_sas_signed_with_the_account_key_works_on_its_container_only() {
+    let Some(az) = AzureEmulators::get_or_skip("service_sas").await else {
+        return;
+    };
+    let config = AzureConfig {
+        sas_signing: SasSigning::AccountKey {
+            key_file: account_key_file(az),
+        },
+        ..emulator_config()
+    };
+    let store = clients(az, config)
+        .blob_store(az.blob_service_url())
+        .unwrap();
+    let own = ContainerName::backup(&unique("svc"));
+    let other = ContainerName::backup(&unique("svc-other"));
+    store.ensure_container(&own).await.unwrap();
+    store.ensure_container(&other).await.unwrap();
+    let now = Timestamp::now();
+    let token = store
+        .container_sas(&own, &SasPolicy::default(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        token.expires_on.as_second() - now.as_second(),
+        30 * 86400,
+        "the default lifetime is 30 days"
+    );
+    let t = token.token.expose();
+    assert!(
+        !t.contains("skoid="),
+        "a service SAS has no delegation key: {t}"
+    );
+    let client = sas_client(az, &store.container_url(&own), t);
+    upload(&client, "wal").await.unwrap();
+    assert_eq!(list(&client).await.unwrap(), ["wal"]);
+    let elsewhere = sas_client(az, &store.container_url(&other), t);
+    let refused = upload(&elsewhere, "wal").await.unwrap_err();
+    assert_eq!(refused.http_status().map(u16::from), Some(403), "{refused}");
+}
+
+#[tokio::test]
+async fn backup_sas_is_stored_with_its_expiry_and_rotated_when_a_third_remains() {
+    let Some(az) = AzureEmulators::get_or_skip("backup_sas_rotation").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let config = AzureConfig {
+        sas_signing: SasSigning::AccountKey {
+            key_file: account_key_file(az),
+        },
+        ..emulator_config()
+    };
+    let azure = clients(az, config);
+    let store = azure.blob_store(az.blob_service_url()).unwrap();
+    let secrets = azure.key_vault();
+    let app = unique("rot");
+    let container = ContainerName::backup(&app);
+    let secret = SecretName::backup_sas(&app);
+    store.ensure_container(&container).await.unwrap();
+    let policy = SasPolicy::default();
+    let now = Timestamp::now();
+
+    let first = ensure_backup_sas(&secrets, vault, &secret, &store, &container, &policy, now)
+        .await
+        .unwrap();
+    let SasOutcome::Minted {
+        version: v1,
+        expires_on: exp1,
+        reason: RotationReason::Missing,
+    } = first.clone()
+    else {
+        panic!("expected a first token, got {first:?}");
+    };
+    let stored = secrets.get(vault, &secret).await.unwrap().unwrap();
+    assert_eq!(stored.version, v1);
+    assert_eq!(
+        stored.expires_on,
+        Some(exp1),
+        "the secret's exp is the token's se"
+    );
+    let token1 = stored.value.clone();
+    let client = sas_client(az, &store.container_url(&container), token1.expose());
+    upload(&client, "from-stored-token").await.unwrap();
+
+    // Ten days on, two thirds remain: kept.
+    let later = now + jiff::SignedDuration::from_hours(10 * 24);
+    let kept = ensure_backup_sas(&secrets, vault, &secret, &store, &container, &policy, later)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&kept, SasOutcome::Kept { version, .. } if *version == v1),
+        "{kept:?}"
+    );
+
+    // Twenty-one days on, less than a third remains: a new token, a new version, a new exp.
+    let due = now + jiff::SignedDuration::from_hours(21 * 24);
+    let rotated = ensure_backup_sas(&secrets, vault, &secret, &store, &container, &policy, due)
+        .await
+        .unwrap();
+    let SasOutcome::Minted {
+        version: v2,
+        expires_on: exp2,
+        reason: RotationReason::LessThanAThirdLeft,
+    } = rotated.clone()
+    else {
+        panic!("expected a rotation, got {rotated:?}");
+    };
+    assert_ne!(v2, v1);
+    assert_eq!(exp2.as_second() - due.as_second(), 30 * 86400);
+    let stored = secrets.get(vault, &secret).await.unwrap().unwrap();
+    assert_eq!(stored.version, v2);
+    assert_eq!(stored.expires_on, Some(exp2));
+    assert_ne!(stored.value, token1);
+}
+
+#[tokio::test]
+async fn a_sas_secret_written_by_someone_else_is_left_alone() {
+    let Some(az) = AzureEmulators::get_or_skip("foreign_sas").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let azure = clients(az, emulator_config());
+    let store = azure.blob_store(az.blob_service_url()).unwrap();
+    let app = unique("foreign");
+    let secret = SecretName::backup_sas(&app);
+    common::sdk_secrets(az)
+        .set_secret(
+            secret.as_str(),
+            azure_security_keyvault_secrets::models::SetSecretParameters {
+                value: Some("sv=...&sig=handmade".into()),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let outcome = ensure_backup_sas(
+        &azure.key_vault(),
+        vault,
+        &secret,
+        &store,
+        &ContainerName::backup(&app),
+        &SasPolicy::default(),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome, SasOutcome::NotManaged { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(common::version_count(az, secret.as_str()).await, 1);
+}

@@ -1,0 +1,227 @@
+//! The Key Vault adapter against the Key Vault emulator: passwords are created once and never
+//! overwritten, foreign secrets are adopted untouched, soft-deleted and disabled secrets give
+//! typed errors.
+
+mod common;
+
+use azure_security_keyvault_secrets::models::{
+    SecretAttributes, SetSecretParameters, UpdateSecretPropertiesParameters,
+};
+use homelab_azure::{
+    AzureConfig, AzureError, GENERATED_CONTENT_TYPE, MANAGED_BY_TAG, MANAGED_BY_VALUE, SecretName,
+    SecretOutcome, SecretVault,
+};
+use homelab_testenv::azure::AzureEmulators;
+
+use common::{clients, emulator_config, sdk_secrets, unique, version_count};
+
+#[tokio::test]
+async fn password_is_created_once_and_never_regenerated() {
+    let Some(az) = AzureEmulators::get_or_skip("password_is_created_once").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let name = SecretName::db_password(&unique("app"));
+    let adapter = clients(az, emulator_config()).key_vault();
+
+    let first = adapter.ensure_password(vault, &name).await.unwrap();
+    let SecretOutcome::Created { version } = &first else {
+        panic!("expected Created, got {first:?}");
+    };
+
+    let again = adapter.ensure_password(vault, &name).await.unwrap();
+    assert_eq!(
+        again,
+        SecretOutcome::Unchanged {
+            version: version.clone()
+        }
+    );
+
+    // A new adapter (as after an operator restart) knows nothing and still changes nothing.
+    let fresh = clients(az, emulator_config()).key_vault();
+    let third = fresh.ensure_password(vault, &name).await.unwrap();
+    assert_eq!(
+        third,
+        SecretOutcome::Unchanged {
+            version: version.clone()
+        }
+    );
+    assert_eq!(version_count(az, name.as_str()).await, 1);
+
+    let stored = fresh
+        .get(vault, &name)
+        .await
+        .unwrap()
+        .expect("the password exists");
+    assert_eq!(&stored.version, version);
+    assert_eq!(stored.value.expose().len(), 40);
+    assert!(
+        stored
+            .value
+            .expose()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric())
+    );
+    assert_eq!(stored.content_type.as_deref(), Some(GENERATED_CONTENT_TYPE));
+    assert_eq!(
+        stored.tags.get(MANAGED_BY_TAG).map(String::as_str),
+        Some(MANAGED_BY_VALUE)
+    );
+    assert!(stored.is_managed_by_operator());
+}
+
+#[tokio::test]
+async fn passwords_of_different_apps_differ() {
+    let Some(az) = AzureEmulators::get_or_skip("passwords_of_different_apps_differ").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let adapter = clients(az, emulator_config()).key_vault();
+    let a = SecretName::db_password(&unique("a"));
+    let b = SecretName::db_password(&unique("b"));
+    adapter.ensure_password(vault, &a).await.unwrap();
+    adapter.ensure_password(vault, &b).await.unwrap();
+    let a = adapter.get(vault, &a).await.unwrap().unwrap();
+    let b = adapter.get(vault, &b).await.unwrap().unwrap();
+    assert_ne!(a.value, b.value);
+}
+
+#[tokio::test]
+async fn existing_secret_is_adopted_unchanged() {
+    let Some(az) = AzureEmulators::get_or_skip("existing_secret_is_adopted_unchanged").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let name = SecretName::db_password(&unique("adopt"));
+    let preexisting = sdk_secrets(az)
+        .set_secret(
+            name.as_str(),
+            SetSecretParameters {
+                value: Some("chosen-by-a-human".into()),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    let preexisting_version = preexisting
+        .id
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let adapter = clients(az, emulator_config()).key_vault();
+    let outcome = adapter.ensure_password(vault, &name).await.unwrap();
+    assert_eq!(
+        outcome,
+        SecretOutcome::Adopted {
+            version: preexisting_version.clone()
+        }
+    );
+    let stored = adapter.get(vault, &name).await.unwrap().unwrap();
+    assert_eq!(stored.value.expose(), "chosen-by-a-human");
+    assert_eq!(stored.version, preexisting_version);
+    assert!(
+        stored.tags.is_empty(),
+        "no tag was added: {:?}",
+        stored.tags
+    );
+    assert!(!stored.is_managed_by_operator());
+    assert_eq!(version_count(az, name.as_str()).await, 1);
+}
+
+#[tokio::test]
+async fn soft_deleted_secret_is_an_error_unless_recovery_is_allowed() {
+    let Some(az) = AzureEmulators::get_or_skip("soft_deleted_secret").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let name = SecretName::db_password(&unique("deleted"));
+    let adapter = clients(az, emulator_config()).key_vault();
+    let created = adapter.ensure_password(vault, &name).await.unwrap();
+    sdk_secrets(az)
+        .delete_secret(name.as_str(), None)
+        .await
+        .unwrap();
+
+    assert_eq!(adapter.get(vault, &name).await.unwrap(), None);
+    let error = adapter.ensure_password(vault, &name).await.unwrap_err();
+    assert!(
+        matches!(&error, AzureError::SoftDeleted { name: n, .. } if n == name.as_str()),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("az keyvault secret recover"), "{message}");
+    assert!(message.contains("recoverSoftDeleted"), "{message}");
+
+    let recovering = clients(
+        az,
+        AzureConfig {
+            recover_soft_deleted: true,
+            ..emulator_config()
+        },
+    )
+    .key_vault();
+    let recovered = recovering.ensure_password(vault, &name).await.unwrap();
+    assert_eq!(
+        recovered,
+        SecretOutcome::Recovered {
+            version: created.version().to_owned()
+        },
+        "the old password comes back; none is generated"
+    );
+    assert_eq!(version_count(az, name.as_str()).await, 1);
+}
+
+#[tokio::test]
+async fn disabled_secret_is_not_replaced() {
+    let Some(az) = AzureEmulators::get_or_skip("disabled_secret_is_not_replaced").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let name = SecretName::db_password(&unique("disabled"));
+    let adapter = clients(az, emulator_config()).key_vault();
+    adapter.ensure_password(vault, &name).await.unwrap();
+    sdk_secrets(az)
+        .update_secret_properties(
+            name.as_str(),
+            UpdateSecretPropertiesParameters {
+                secret_attributes: Some(SecretAttributes {
+                    enabled: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let error = adapter.ensure_password(vault, &name).await.unwrap_err();
+    assert!(
+        matches!(error, AzureError::SecretDisabled { .. }),
+        "{error:?}"
+    );
+    assert_eq!(version_count(az, name.as_str()).await, 1);
+}
+
+#[tokio::test]
+async fn invalid_vault_url_is_a_config_error() {
+    let Some(az) = AzureEmulators::get_or_skip("invalid_vault_url").await else {
+        return;
+    };
+    let adapter = clients(az, emulator_config()).key_vault();
+    let error = adapter
+        .ensure_password("not a url", &SecretName::db_password("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, AzureError::Config(_)), "{error:?}");
+}
