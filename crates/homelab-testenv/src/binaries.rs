@@ -55,7 +55,7 @@ impl Binaries {
                 ),
             });
         }
-        tracing::info!("locating control-plane binaries with {}", script.display());
+        tracing::debug!("locating control-plane binaries with {}", script.display());
         // The script's progress goes to stderr and shows in test output; the directory is its
         // last line on stdout.
         let output = tokio::process::Command::new("bash")

@@ -136,7 +136,9 @@ impl ControlPlane {
 
     async fn start_once(binaries: &Binaries, crd_manifests: &[CrdManifest]) -> Result<Self, Error> {
         let started = Instant::now();
-        let dir = RunDir::create()?;
+        let mut dir = RunDir::create()?;
+        // Until everything is up, an early return leaves the logs behind for the error message.
+        dir.keep(true);
         let files = Files::write(dir.path())?;
         let mut processes = Vec::new();
 
@@ -191,6 +193,7 @@ impl ControlPlane {
             total: done - started,
         };
         tracing::info!(%apiserver_url, crds = crd_manifests.len(), "control plane ready in {timings}");
+        dir.keep(false);
         Ok(Self {
             processes,
             kubeconfig_path: files.kubeconfig,
@@ -433,11 +436,10 @@ async fn wait_ready(
             }
         }
         if Instant::now() > deadline {
-            return Err(Error::Timeout {
-                what: format!("kube-apiserver /readyz (last answer: {last_answer})"),
-                after: timeout,
-                log_tail: apiserver.log_tail(30),
-            });
+            return Err(apiserver.timeout_error(
+                format!("kube-apiserver /readyz (last answer: {last_answer})"),
+                timeout,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -459,11 +461,10 @@ async fn wait_for_default_service_account(
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(Error::Timeout {
-                what: "kube-controller-manager to create ServiceAccount default/default".into(),
-                after: CONTROLLER_MANAGER_TIMEOUT,
-                log_tail: controller_manager.log_tail(30),
-            });
+            return Err(controller_manager.timeout_error(
+                "kube-controller-manager to create ServiceAccount default/default",
+                CONTROLLER_MANAGER_TIMEOUT,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

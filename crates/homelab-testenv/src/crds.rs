@@ -105,15 +105,13 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) -> Re
     let wait = await_condition(api.clone(), name, conditions::is_crd_established());
     match tokio::time::timeout(ESTABLISHED_TIMEOUT, wait).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::Timeout {
-            what: format!("CRD {name} to be Established ({e})"),
-            after: ESTABLISHED_TIMEOUT,
-            log_tail: String::new(),
-        }),
-        Err(_) => Err(Error::Timeout {
-            what: format!("CRD {name} to be Established"),
-            after: ESTABLISHED_TIMEOUT,
-            log_tail: String::new(),
-        }),
+        Ok(Err(e)) => Err(Error::timeout(
+            format!("CRD {name} to be Established ({e})"),
+            ESTABLISHED_TIMEOUT,
+        )),
+        Err(_) => Err(Error::timeout(
+            format!("CRD {name} to be Established"),
+            ESTABLISHED_TIMEOUT,
+        )),
     }
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 pub enum Error {
     /// No control-plane binaries could be found or built.
     #[error(
-        "control-plane binaries are not available: {reason}. Run `make control-plane` \
-         (hack/build-control-plane.sh builds them from Go modules; needs Go and about 30 minutes \
-         the first time), or set KUBEBUILDER_ASSETS to a directory holding etcd, kube-apiserver \
-         and kube-controller-manager"
+        "control-plane binaries are not available: {reason}. Run `make control-plane` (builds \
+         them from Go modules; needs Go, and about 8 minutes on 2 cores the first time) with \
+         KUBEBUILDER_ASSETS unset, or point KUBEBUILDER_ASSETS at a directory holding etcd, \
+         kube-apiserver and kube-controller-manager"
     )]
     Binaries {
         /// What is missing or what failed.
@@ -41,16 +41,14 @@ pub enum Error {
     },
 
     /// Something did not become ready in time.
-    #[error(
-        "timed out after {after:?} waiting for {what}; the machine may be overloaded, or see:\n{log_tail}"
-    )]
+    #[error("timed out after {after:?} waiting for {what} (is the machine overloaded?){log}")]
     Timeout {
         /// What was awaited.
         what: String,
         /// How long it was awaited.
         after: Duration,
-        /// The end of the relevant log, if any.
-        log_tail: String,
+        /// The end of the relevant process log, introduced by its path, or empty.
+        log: String,
     },
 
     /// A file operation failed.
@@ -110,6 +108,14 @@ pub enum Error {
 }
 
 impl Error {
+    pub(crate) fn timeout(what: impl Into<String>, after: Duration) -> Self {
+        Self::Timeout {
+            what: what.into(),
+            after,
+            log: String::new(),
+        }
+    }
+
     pub(crate) fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let what = what.into();
         move |source| Self::Kube { what, source }

@@ -161,11 +161,7 @@ impl TestEnv {
                 });
             }
             Err(_) => {
-                return Err(Error::Timeout {
-                    what: format!("{url}/readyz"),
-                    after: ATTACH_TIMEOUT,
-                    log_tail: String::new(),
-                });
+                return Err(Error::timeout(format!("{url}/readyz"), ATTACH_TIMEOUT));
             }
         }
         Ok(Self {

@@ -10,7 +10,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
@@ -166,6 +166,19 @@ impl ChildProcess {
         }
     }
 
+    /// An error saying that `what` did not happen within `after`, with the end of this log.
+    pub(crate) fn timeout_error(&self, what: impl Into<String>, after: Duration) -> Error {
+        Error::Timeout {
+            what: what.into(),
+            after,
+            log: format!(
+                "; the end of {}:\n{}",
+                self.log_path.display(),
+                self.log_tail(30)
+            ),
+        }
+    }
+
     /// Kills the process and waits for it.
     pub fn kill(&self) {
         let mut child = self
@@ -220,20 +233,15 @@ pub(crate) async fn wait_for_port(
         if let Some(status) = process.exit_status() {
             return Err(process.exited_error(status));
         }
-        if TcpStream::connect_timeout(
-            &(Ipv4Addr::LOCALHOST, port).into(),
-            Duration::from_millis(200),
-        )
-        .is_ok()
-        {
+        let connect = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(Error::Timeout {
-                what: format!("{} to listen on 127.0.0.1:{port}", process.name),
-                after: timeout,
-                log_tail: process.log_tail(30),
-            });
+            return Err(process.timeout_error(
+                format!("{} to listen on 127.0.0.1:{port}", process.name),
+                timeout,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -246,6 +254,7 @@ pub(crate) async fn wait_for_port(
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
+    keep: bool,
 }
 
 impl RunDir {
@@ -262,7 +271,13 @@ impl RunDir {
             what: format!("creating {}", path.display()),
             source: e,
         })?;
-        Ok(Self { path })
+        Ok(Self { path, keep: false })
+    }
+
+    /// Whether to leave the directory in place when dropped (it is then removed by a later
+    /// [`RunDir::create`] once this process has exited).
+    pub fn keep(&mut self, keep: bool) {
+        self.keep = keep;
     }
 
     /// The directory.
@@ -273,6 +288,9 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if let Err(e) = fs::remove_dir_all(&self.path) {
             tracing::warn!(dir = %self.path.display(), "could not remove: {e}");
         }
