@@ -2,11 +2,10 @@
 //! [`KeyVaultEmulator`](super::KeyVaultEmulator) when `LOWKEY_VAULT_JAR` names its application jar.
 //!
 //! The jar runs on `LOWKEY_VAULT_JAVA` or, by default, the Temurin 25 JDK, serving HTTPS on a free
-//! loopback port with the test CA's leaf (Spring Boot's `server.ssl.certificate` properties, so no
-//! key store is needed). `LOWKEY_VAULT_NAMES=-` creates no extra vaults; the default vault
-//! (`localhost`) is aliased to `127.0.0.1:<port>` so that the vault URL is
-//! `https://127.0.0.1:<port>`. Lowkey Vault keeps secrets in memory: a stop and start empties it.
-//! It cannot inject faults.
+//! loopback port (`--server.port`) with the test CA's leaf, packed into a PKCS#12 key store with
+//! `openssl` and handed over with Spring Boot's `server.ssl.key-store` properties. Lowkey Vault
+//! registers a vault for `https://127.0.0.1:<server.port>` by default, which is the vault URL used.
+//! It keeps secrets in memory, so a stop and start empties it, and it cannot inject faults.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -18,6 +17,8 @@ use super::error::AzureEmulatorError;
 
 const DEFAULT_JAVA: &str = "/usr/lib/jvm/temurin-25-jdk-amd64/bin/java";
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Protects nothing: the key store holds a throwaway test key.
+const KEY_STORE_PASSWORD: &str = "homelab-testenv";
 
 /// The jar named by `LOWKEY_VAULT_JAR`, if any.
 pub fn lowkey_vault_jar() -> Option<PathBuf> {
@@ -46,18 +47,36 @@ impl LowkeyVault {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_JAVA));
         let port = free_port()?;
+        let key_store = dir.join("lowkey-vault.p12");
+        let openssl = std::process::Command::new("openssl")
+            .args(["pkcs12", "-export", "-name", "lowkey-vault", "-passout"])
+            .arg(format!("pass:{KEY_STORE_PASSWORD}"))
+            .arg("-in")
+            .arg(cert)
+            .arg("-inkey")
+            .arg(key)
+            .arg("-out")
+            .arg(&key_store)
+            .output()
+            .map_err(|e| crate::Error::Spawn {
+                what: "openssl (to build Lowkey Vault's key store)".into(),
+                reason: e.to_string(),
+            })?;
+        if !openssl.status.success() {
+            return Err(crate::Error::Spawn {
+                what: "openssl pkcs12 -export".into(),
+                reason: String::from_utf8_lossy(&openssl.stderr).into_owned(),
+            }
+            .into());
+        }
         let args = vec![
             "-jar".to_owned(),
             jar.display().to_string(),
             format!("--server.port={port}"),
-            "--server.address=127.0.0.1".to_owned(),
-            format!("--server.ssl.certificate=file:{}", cert.display()),
-            format!(
-                "--server.ssl.certificate-private-key=file:{}",
-                key.display()
-            ),
-            "--LOWKEY_VAULT_NAMES=-".to_owned(),
-            format!("--LOWKEY_VAULT_ALIASES=localhost=127.0.0.1:{port}"),
+            format!("--server.ssl.key-store={}", key_store.display()),
+            "--server.ssl.key-store-type=PKCS12".to_owned(),
+            format!("--server.ssl.key-store-password={KEY_STORE_PASSWORD}"),
+            "--server.ssl.key-alias=lowkey-vault".to_owned(),
         ];
         let vault = Self {
             java,

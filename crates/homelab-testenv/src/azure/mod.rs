@@ -107,7 +107,6 @@ impl AzureEmulators {
     /// # Panics
     ///
     /// When they cannot be started; the message says what to do. For use in tests.
-    #[allow(clippy::panic)]
     pub async fn get() -> &'static Self {
         match Self::try_get().await {
             Ok(emulators) => emulators,
@@ -132,7 +131,6 @@ impl AzureEmulators {
 
     /// Like [`get`](Self::get), but returns `None` (and says so on stderr) when Azurite is not
     /// installed and `CI` is not `true`. On CI a missing component fails.
-    #[allow(clippy::panic)]
     pub async fn get_or_skip(test: &str) -> Option<&'static Self> {
         match Self::try_get().await {
             Ok(emulators) => Some(emulators),
@@ -146,7 +144,6 @@ impl AzureEmulators {
 
     /// Like [`start`](Self::start), but returns `None` (and says so on stderr) when Azurite is
     /// not installed and `CI` is not `true`. On CI a missing component fails.
-    #[allow(clippy::panic)]
     pub async fn start_or_skip(test: &str) -> Option<Self> {
         match Self::start().await {
             Ok(emulators) => Some(emulators),
