@@ -43,6 +43,8 @@ pub use error::Error;
 pub const KUBECONFIG_ENV: &str = "HOMELAB_TESTENV_KUBECONFIG";
 /// Audit log of the control plane named by [`KUBECONFIG_ENV`].
 pub const AUDIT_LOG_ENV: &str = "HOMELAB_TESTENV_AUDIT_LOG";
+/// Directory of the binaries (and `kubectl`) of the control plane named by [`KUBECONFIG_ENV`].
+pub const BIN_DIR_ENV: &str = "HOMELAB_TESTENV_BIN_DIR";
 /// Label put on every namespace that [`TestEnv::namespace`] creates.
 pub const NAMESPACE_LABEL: &str = "homelab.io/testenv";
 
@@ -71,6 +73,7 @@ pub struct TestEnv {
     kubeconfig_path: PathBuf,
     apiserver_url: String,
     audit_log_path: Option<PathBuf>,
+    binaries_dir: Option<PathBuf>,
     config: kube::Config,
     control_plane: Option<ControlPlane>,
 }
@@ -125,6 +128,7 @@ impl TestEnv {
             kubeconfig_path: control_plane.kubeconfig_path().to_owned(),
             apiserver_url: control_plane.apiserver_url().to_owned(),
             audit_log_path: Some(control_plane.audit_log_path().to_owned()),
+            binaries_dir: Some(settings.binaries.dir().to_owned()),
             config,
             control_plane: Some(control_plane),
         })
@@ -168,6 +172,9 @@ impl TestEnv {
             kubeconfig_path: kubeconfig.to_owned(),
             apiserver_url: url.trim_end_matches('/').to_owned(),
             audit_log_path: audit_log,
+            binaries_dir: std::env::var_os(BIN_DIR_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
             config,
             control_plane: None,
         })
@@ -285,6 +292,36 @@ impl TestEnv {
         self.audit_log_path.as_deref()
     }
 
+    /// The directory of the control-plane binaries; `None` when attached without
+    /// `HOMELAB_TESTENV_BIN_DIR`.
+    pub fn binaries_dir(&self) -> Option<&Path> {
+        self.binaries_dir.as_deref()
+    }
+
+    /// A `kubectl` command talking to this control plane as admin (`--kubeconfig` is set). Uses
+    /// the kubectl next to the control-plane binaries, which has the same version, else the
+    /// first `kubectl` on `PATH`.
+    pub fn kubectl(&self) -> Result<std::process::Command, Error> {
+        let beside = self
+            .binaries_dir
+            .as_ref()
+            .map(|dir| dir.join("kubectl"))
+            .filter(|path| path.is_file());
+        let on_path = || {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join("kubectl"))
+                    .find(|path| path.is_file())
+            })
+        };
+        let kubectl = beside.or_else(on_path).ok_or_else(|| Error::Binaries {
+            reason: "kubectl is neither next to the control-plane binaries nor on PATH".into(),
+        })?;
+        let mut command = std::process::Command::new(kubectl);
+        command.arg(format!("--kubeconfig={}", self.kubeconfig_path.display()));
+        Ok(command)
+    }
+
     /// The admin client configuration, to build clients with other settings.
     pub fn config(&self) -> &kube::Config {
         &self.config
@@ -309,6 +346,9 @@ impl Service for TestEnv {
         ];
         if let Some(audit_log) = &self.audit_log_path {
             vars.push((AUDIT_LOG_ENV.to_owned(), audit_log.display().to_string()));
+        }
+        if let Some(dir) = &self.binaries_dir {
+            vars.push((BIN_DIR_ENV.to_owned(), dir.display().to_string()));
         }
         vars
     }

@@ -287,6 +287,39 @@ async fn service_account_client_is_subject_to_rbac_and_writes_are_audited() -> R
     }
 }
 
+#[tokio::test]
+async fn kubectl_of_the_same_version_reaches_the_control_plane() -> Result<()> {
+    let env = TestEnv::get().await;
+    let output = env.kubectl()?.args(["version", "-o", "json"]).output()?;
+    ensure!(
+        output.status.success(),
+        "kubectl version failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let version: Value = serde_json::from_slice(&output.stdout)?;
+    let server = &version["serverVersion"]["gitVersion"];
+    ensure!(
+        server.as_str().is_some_and(|v| v.starts_with("v1.36.")),
+        "unexpected server version {server}"
+    );
+    if env
+        .binaries_dir()
+        .is_some_and(|d| d.join("kubectl").is_file())
+    {
+        assert_eq!(version["clientVersion"]["gitVersion"], *server);
+    }
+
+    let output = env
+        .kubectl()?
+        .args(["get", "crd", "clusters.postgresql.cnpg.io", "-o", "name"])
+        .output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "customresourcedefinition.apiextensions.k8s.io/clusters.postgresql.cnpg.io"
+    );
+    Ok(())
+}
+
 fn config_map(
     name: &str,
     owner_references: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
