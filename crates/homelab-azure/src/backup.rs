@@ -21,6 +21,8 @@ pub enum SasOutcome {
         expires_on: Timestamp,
         /// Why.
         reason: RotationReason,
+        /// When it will be due for rotation.
+        rotate_at: Timestamp,
     },
     /// The stored token is still good.
     Kept {
@@ -44,19 +46,7 @@ impl SasOutcome {
     /// When the controller should look again: the rotation time, or `None` when it is not ours.
     pub fn requeue_at(&self) -> Option<Timestamp> {
         match self {
-            Self::Minted {
-                version: _,
-                expires_on,
-                reason: _,
-            } => {
-                // Due when a third of the new token's lifetime remains; judged from now.
-                match rotation_decision(Some(Timestamp::now()), Some(*expires_on), Timestamp::now())
-                {
-                    RotationDecision::Keep { rotate_at } => Some(rotate_at),
-                    RotationDecision::Rotate(_) => Some(Timestamp::now()),
-                }
-            }
-            Self::Kept { rotate_at, .. } => Some(*rotate_at),
+            Self::Minted { rotate_at, .. } | Self::Kept { rotate_at, .. } => Some(*rotate_at),
             Self::NotManaged { .. } => None,
         }
     }
@@ -104,9 +94,15 @@ pub async fn ensure_backup_sas(
         )
         .await?;
     tracing::info!(%vault, %secret, %container, version = %written.version, expires_on = %token.expires_on, ?reason, "minted backup SAS");
+    // Judged as the next call will judge it: from the version's creation, which is about now.
+    let rotate_at = match rotation_decision(Some(now), Some(token.expires_on), now) {
+        RotationDecision::Keep { rotate_at } => rotate_at,
+        RotationDecision::Rotate(_) => now,
+    };
     Ok(SasOutcome::Minted {
         version: written.version,
         expires_on: token.expires_on,
         reason,
+        rotate_at,
     })
 }

@@ -228,10 +228,17 @@ async fn backup_sas_is_stored_with_its_expiry_and_rotated_when_a_third_remains()
         version: v1,
         expires_on: exp1,
         reason: RotationReason::Missing,
+        rotate_at,
     } = first.clone()
     else {
         panic!("expected a first token, got {first:?}");
     };
+    assert_eq!(first.requeue_at(), Some(rotate_at));
+    assert_eq!(
+        rotate_at.as_second() - now.as_second(),
+        20 * 86400,
+        "due after two thirds"
+    );
     let stored = secrets.get(vault, &secret).await.unwrap().unwrap();
     assert_eq!(stored.version, v1);
     assert_eq!(
@@ -262,6 +269,7 @@ async fn backup_sas_is_stored_with_its_expiry_and_rotated_when_a_third_remains()
         version: v2,
         expires_on: exp2,
         reason: RotationReason::LessThanAThirdLeft,
+        ..
     } = rotated.clone()
     else {
         panic!("expected a rotation, got {rotated:?}");
