@@ -1,0 +1,210 @@
+//! The NetworkPolicy: in from the ingress controller and the app's own namespace; out to DNS,
+//! the database (and its pooler) and the declared destinations only.
+
+use std::collections::BTreeMap;
+
+use homelab_api::naming;
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::DynamicObject;
+
+use super::Context;
+use super::deployment::HTTP_PORT_NAME;
+use crate::error::RenderError;
+use crate::kinds::NETWORK_POLICY;
+use crate::meta::{self, Ownership};
+
+const DNS_PORT: i32 = 53;
+
+fn selector(labels: BTreeMap<String, String>) -> Option<LabelSelector> {
+    Some(LabelSelector {
+        match_labels: Some(labels),
+        ..LabelSelector::default()
+    })
+}
+
+fn namespace(name: &str) -> Option<LabelSelector> {
+    selector(BTreeMap::from([(
+        naming::NAMESPACE_NAME_LABEL.to_string(),
+        name.to_string(),
+    )]))
+}
+
+fn port(protocol: &str, port: IntOrString) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.to_string()),
+        port: Some(port),
+        end_port: None,
+    }
+}
+
+/// Pods labelled `label: value` in `namespace`, on PostgreSQL's port.
+fn postgres_peer(namespace_name: &str, label: &str, value: String) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: namespace(namespace_name),
+            pod_selector: selector(BTreeMap::from([(label.to_string(), value)])),
+            ip_block: None,
+        }]),
+        ports: Some(vec![port("TCP", IntOrString::Int(naming::POSTGRES_PORT))]),
+    }
+}
+
+pub(super) fn network_policy(ctx: &Context) -> Result<DynamicObject, RenderError> {
+    let settings = &ctx.spec.network_policy;
+    let ingress_namespace = settings
+        .ingress_namespace
+        .as_deref()
+        .unwrap_or(&ctx.config.ingress_namespace);
+    let ingress = vec![NetworkPolicyIngressRule {
+        from: Some(vec![
+            NetworkPolicyPeer {
+                namespace_selector: namespace(ingress_namespace),
+                ..NetworkPolicyPeer::default()
+            },
+            NetworkPolicyPeer {
+                pod_selector: Some(LabelSelector::default()),
+                ..NetworkPolicyPeer::default()
+            },
+        ]),
+        ports: Some(vec![port(
+            "TCP",
+            IntOrString::String(HTTP_PORT_NAME.to_string()),
+        )]),
+    }];
+
+    let mut egress = vec![NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: namespace(&ctx.config.dns_namespace),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![
+            port("UDP", IntOrString::Int(DNS_PORT)),
+            port("TCP", IntOrString::Int(DNS_PORT)),
+        ]),
+    }];
+    if let Some(db) = &ctx.database {
+        egress.push(postgres_peer(
+            &db.facts.namespace,
+            naming::CNPG_CLUSTER_LABEL,
+            naming::cluster(&db.facts.app),
+        ));
+        if db.binding.use_pooler {
+            egress.push(postgres_peer(
+                &db.facts.namespace,
+                naming::CNPG_POOLER_LABEL,
+                naming::pooler(&db.facts.app),
+            ));
+        }
+    }
+    for rule in &settings.egress {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: rule.cidr.clone(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: (!rule.ports.is_empty()).then(|| {
+                rule.ports
+                    .iter()
+                    .map(|p| port("TCP", IntOrString::Int(*p)))
+                    .collect()
+            }),
+        });
+    }
+
+    let policy = NetworkPolicy {
+        metadata: meta::child_meta(
+            &ctx.owner,
+            naming::app_workload(&ctx.name),
+            ctx.labels(),
+            Ownership::Owned,
+        ),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: selector(ctx.selector()),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ingress: Some(ingress),
+            egress: Some(egress),
+        }),
+    };
+    meta::from_typed(&NETWORK_POLICY, &policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{app, facts, spec};
+    use super::*;
+    use crate::config::OperatorConfig;
+    use serde_json::json;
+
+    #[test]
+    fn admits_ingress_and_namespace_reaches_dns_database_pooler_and_declared()
+    -> Result<(), RenderError> {
+        let app = app(r#"
+metadata: {name: n8n}
+spec:
+  image: x
+  database: {ref: {name: n8n}, usePooler: true, env: [{name: H, field: host}]}
+  networkPolicy: {egress: [{cidr: 0.0.0.0/0, ports: [443]}, {cidr: 10.0.0.0/8}]}
+"#);
+        let facts = facts("n8n", true);
+        let config = OperatorConfig::default();
+        let ctx = Context::new(&app, &facts, &config)?;
+        let np = network_policy(&ctx)?;
+        let s = spec(&np);
+        assert_eq!(s["policyTypes"], json!(["Ingress", "Egress"]));
+        assert_eq!(
+            s["ingress"],
+            json!([{
+                "from": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+                    {"podSelector": {}}
+                ],
+                "ports": [{"port": "http", "protocol": "TCP"}]
+            }])
+        );
+        let egress = s["egress"].as_array().cloned().unwrap_or_default();
+        assert_eq!(egress.len(), 5);
+        assert_eq!(
+            egress[0]["ports"],
+            json!([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}])
+        );
+        assert_eq!(
+            egress[1]["to"][0]["podSelector"]["matchLabels"],
+            json!({"cnpg.io/cluster": "n8n-db-cnpg-v1"})
+        );
+        assert_eq!(
+            egress[2]["to"][0]["podSelector"]["matchLabels"],
+            json!({"cnpg.io/poolerName": "n8n-db-pooler"})
+        );
+        assert_eq!(
+            egress[3]["ports"],
+            json!([{"port": 443, "protocol": "TCP"}])
+        );
+        assert!(egress[4].get("ports").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn ingress_namespace_override() -> Result<(), RenderError> {
+        let app = app(
+            "metadata: {name: a}\nspec: {image: x, networkPolicy: {ingressNamespace: envoy-gateway-system}}",
+        );
+        let facts = crate::facts::HomelabAppFacts::default();
+        let config = OperatorConfig::default();
+        let ctx = Context::new(&app, &facts, &config)?;
+        let np = network_policy(&ctx)?;
+        assert_eq!(
+            spec(&np)["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "envoy-gateway-system"
+        );
+        assert_eq!(spec(&np)["egress"].as_array().map(Vec::len), Some(1));
+        Ok(())
+    }
+}

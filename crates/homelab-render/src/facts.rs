@@ -1,0 +1,116 @@
+//! What the renderers need to know beyond the custom resource itself: other resources it refers
+//! to, and state observed in the cluster. Controllers gather these; the manifest renderer derives
+//! them from the other documents.
+
+use homelab_api::common::SecretStoreRef;
+use homelab_api::{AppDatabase, BackupPolicySpec, naming};
+
+use crate::config::OperatorConfig;
+
+/// A BackupPolicy, by name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyFacts {
+    pub name: String,
+    pub spec: BackupPolicySpec,
+}
+
+/// Facts for rendering an `AppDatabase`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppDatabaseFacts {
+    /// The BackupPolicy named by `spec.backup.policyRef`, if any and if it exists. Without it the
+    /// database is rendered without backups.
+    pub policy: Option<PolicyFacts>,
+    /// The server name this incarnation of the database archives under
+    /// ([`naming::archive_server_name`]); a restored database must not reuse its source's.
+    pub server_name: String,
+    /// Where `spec.restore` reads from. Required when `spec.restore` is set.
+    pub restore_source: Option<RestoreSourceFacts>,
+}
+
+impl AppDatabaseFacts {
+    /// Facts for a database that is not restored, in its first incarnation.
+    pub fn new(database: &AppDatabase, policy: Option<PolicyFacts>) -> Self {
+        Self {
+            policy,
+            server_name: naming::archive_server_name(&naming::cluster(database.app_name()), 1),
+            restore_source: None,
+        }
+    }
+}
+
+/// The archive a restore reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RestoreSourceFacts {
+    /// Another database's archive, through its existing `ObjectStore` in the same namespace
+    /// (`restore.from.appDatabase`).
+    ObjectStore {
+        /// The source's `ObjectStore` (`{source-app}-db-backup`).
+        name: String,
+        /// The server name the source archives under.
+        server_name: String,
+    },
+    /// An archive named directly (`restore.from.archive`). A read-only `ObjectStore`
+    /// `{app}-db-restore` is rendered for it, with the named policy's storage account and
+    /// credentials (a SAS token from the Key Vault secret `{app}-db-restore-sas`).
+    Archive {
+        /// The policy named by `restore.from.archive.policyRef`.
+        policy: Box<PolicyFacts>,
+    },
+}
+
+/// Facts for rendering a `HomelabApp`.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct HomelabAppFacts {
+    /// The `AppDatabase` named by `spec.database.ref`. Required when `spec.database` is set.
+    pub database: Option<DatabaseFacts>,
+}
+
+/// What an app needs to know about its database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseFacts {
+    /// The `AppDatabase`'s name.
+    pub name: String,
+    /// Its app name, which names the cluster and the pooler.
+    pub app: String,
+    pub namespace: String,
+    /// Database name inside PostgreSQL.
+    pub database: String,
+    /// Owner role, which the app logs in as.
+    pub owner: String,
+    /// The Key Vault secret holding the password.
+    pub key_vault_secret: String,
+    /// The store that reads that Key Vault.
+    pub secret_store: SecretStoreRef,
+    /// Whether the database has a PgBouncer pooler.
+    pub has_pooler: bool,
+}
+
+impl DatabaseFacts {
+    /// The facts of an `AppDatabase` (which must have a name and namespace).
+    pub fn from_app_database(database: &AppDatabase, config: &OperatorConfig) -> Self {
+        Self {
+            name: database.metadata.name.clone().unwrap_or_default(),
+            app: database.app_name().to_string(),
+            namespace: database.metadata.namespace.clone().unwrap_or_default(),
+            database: database.database_name(),
+            owner: database.owner_name(),
+            key_vault_secret: database.key_vault_password_secret(),
+            secret_store: database
+                .spec
+                .credentials
+                .secret_store_ref
+                .clone()
+                .unwrap_or_else(|| config.default_secret_store.clone()),
+            has_pooler: database.spec.pooler.is_some(),
+        }
+    }
+}
+
+/// Facts for rendering a restore drill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrillFacts {
+    /// Sequence number of the drill, which names its cluster ([`naming::drill_cluster`]).
+    pub sequence: u64,
+    /// The server name the source database currently archives under.
+    pub server_name: String,
+}

@@ -1,0 +1,74 @@
+//! Durations from the API into the units PostgreSQL and Barman Cloud expect.
+
+/// Converts a `walArchiveTimeout` (`30s`–`60m`) into a PostgreSQL `archive_timeout` setting:
+/// `5m` → `5min` (PostgreSQL has no `m` unit for time), `30s` → `30s`.
+pub fn archive_timeout(value: &str) -> Result<String, String> {
+    let (number, unit) = split_number(value)
+        .ok_or_else(|| "expected a number followed by s or m, e.g. 5m or 30s".to_string())?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.saturating_mul(60),
+        _ => return Err(format!("unit {unit:?} is not s (seconds) or m (minutes)")),
+    };
+    if !(30..=3600).contains(&seconds) {
+        return Err("must be between 30s and 60m".to_string());
+    }
+    Ok(match unit {
+        "m" => format!("{number}min"),
+        _ => format!("{number}s"),
+    })
+}
+
+/// Checks a retention period (`7d`, `4w`, `3m`) in the form the Barman Cloud `ObjectStore`'s
+/// `retentionPolicy` takes, and returns it unchanged.
+pub fn retention_policy(value: &str) -> Result<String, String> {
+    match split_number(value) {
+        Some((number, "d" | "w" | "m")) if number > 0 => Ok(value.to_string()),
+        _ => Err(
+            "expected a positive number followed by d (days), w (weeks) or m (months), e.g. 7d"
+                .to_string(),
+        ),
+    }
+}
+
+fn split_number(value: &str) -> Option<(u64, &str)> {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 9 || value.starts_with('0') {
+        return None;
+    }
+    let (number, unit) = value.split_at(digits);
+    Some((number.parse().ok()?, unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_timeouts_use_postgresql_units() {
+        assert_eq!(archive_timeout("5m").as_deref(), Ok("5min"));
+        assert_eq!(archive_timeout("60m").as_deref(), Ok("60min"));
+        assert_eq!(archive_timeout("30s").as_deref(), Ok("30s"));
+        assert_eq!(archive_timeout("90s").as_deref(), Ok("90s"));
+    }
+
+    #[test]
+    fn archive_timeouts_outside_the_bound_are_refused() {
+        assert!(archive_timeout("29s").is_err());
+        assert!(archive_timeout("61m").is_err());
+        assert!(archive_timeout("5h").is_err());
+        assert!(archive_timeout("m").is_err());
+        assert!(archive_timeout("05m").is_err());
+        assert!(archive_timeout("").is_err());
+    }
+
+    #[test]
+    fn retention_passes_through_when_valid() {
+        assert_eq!(retention_policy("7d").as_deref(), Ok("7d"));
+        assert_eq!(retention_policy("4w").as_deref(), Ok("4w"));
+        assert_eq!(retention_policy("3m").as_deref(), Ok("3m"));
+        assert!(retention_policy("7").is_err());
+        assert!(retention_policy("0d").is_err());
+        assert!(retention_policy("7y").is_err());
+    }
+}
