@@ -310,6 +310,13 @@ impl Failure {
                     service,
                     detail: self.message,
                 },
+                // Storage answers 403 (not 401) when it does not accept the token itself.
+                Some(403) if self.code.as_deref() == Some("AuthenticationFailed") => {
+                    AzureError::Unauthenticated {
+                        service,
+                        detail: self.message,
+                    }
+                }
                 Some(403) => AzureError::Forbidden {
                     service,
                     action: action.to_owned(),
@@ -347,6 +354,62 @@ mod tests {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    fn http_error(status: u16, code: Option<&str>) -> azure_core::Error {
+        azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: StatusCode::from(status),
+                error_code: code.map(str::to_owned),
+                raw_response: None,
+            },
+            "refused",
+        )
+    }
+
+    fn classify(error: &azure_core::Error, service: Service) -> AzureError {
+        Failure::from_sdk(error).into_error(
+            service,
+            "https://acct.blob.core.windows.net",
+            "creating container 'c'",
+            AzureRole::StorageBlobDataContributor,
+        )
+    }
+
+    #[test]
+    fn sdk_errors_are_classified() {
+        let storage = Service::BlobStorage;
+        assert!(matches!(
+            classify(&http_error(403, Some("AuthorizationPermissionMismatch")), storage),
+            AzureError::Forbidden {
+                role: AzureRole::StorageBlobDataContributor,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&http_error(403, Some("AuthenticationFailed")), storage),
+            AzureError::Unauthenticated { .. }
+        ));
+        assert!(matches!(
+            classify(&http_error(401, None), Service::KeyVault),
+            AzureError::Unauthenticated { .. }
+        ));
+        assert!(matches!(
+            classify(&http_error(429, None), storage),
+            AzureError::Throttled { retry_after: None, .. }
+        ));
+        assert!(matches!(
+            classify(&http_error(503, Some("ServerBusy")), storage),
+            AzureError::Throttled { .. }
+        ));
+        let internal = classify(&http_error(500, Some("InternalError")), storage);
+        assert!(matches!(internal, AzureError::Service { status: 500, .. }));
+        assert!(internal.is_transient());
+        let io = azure_core::Error::with_message(ErrorKind::Io, "connection refused");
+        assert!(matches!(
+            classify(&io, storage),
+            AzureError::Unreachable { endpoint, .. } if endpoint == "https://acct.blob.core.windows.net"
+        ));
     }
 
     #[test]

@@ -66,3 +66,21 @@ pub fn account_key_file(az: &AzureEmulators) -> PathBuf {
     std::fs::write(&path, az.account_key()).expect("write key file");
     path
 }
+
+/// Issues tokens for an audience neither emulator serves, as a misconfigured identity would.
+#[derive(Debug)]
+pub struct WrongAudienceCredential;
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for WrongAudienceCredential {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        Ok(azure_core::credentials::AccessToken::new(
+            homelab_testenv::azure::EmulatorCredential::token_for("https://wrong.example/.default"),
+            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
+        ))
+    }
+}
