@@ -380,7 +380,10 @@ mod tests {
     fn sdk_errors_are_classified() {
         let storage = Service::BlobStorage;
         assert!(matches!(
-            classify(&http_error(403, Some("AuthorizationPermissionMismatch")), storage),
+            classify(
+                &http_error(403, Some("AuthorizationPermissionMismatch")),
+                storage
+            ),
             AzureError::Forbidden {
                 role: AzureRole::StorageBlobDataContributor,
                 ..
@@ -396,7 +399,10 @@ mod tests {
         ));
         assert!(matches!(
             classify(&http_error(429, None), storage),
-            AzureError::Throttled { retry_after: None, .. }
+            AzureError::Throttled {
+                retry_after: None,
+                ..
+            }
         ));
         assert!(matches!(
             classify(&http_error(503, Some("ServerBusy")), storage),
