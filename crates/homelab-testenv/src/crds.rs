@@ -28,7 +28,7 @@ pub struct CrdManifest {
 }
 
 /// Reads every CRD in the `*.yaml` and `*.yml` files of `dir` (not recursive), in file-name order.
-/// A missing directory yields nothing; a document that is not a CRD is an error.
+/// A missing directory yields nothing; documents of other kinds are skipped.
 pub fn load_dir(dir: &Path) -> Result<Vec<CrdManifest>, Error> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
@@ -46,7 +46,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<CrdManifest>, Error> {
     Ok(crds)
 }
 
-/// Reads every CRD in one (possibly multi-document) YAML file.
+/// Reads every CRD in one (possibly multi-document) YAML file, skipping documents of other kinds.
 pub fn load_file(path: &Path) -> Result<Vec<CrdManifest>, Error> {
     let manifest_error = |reason: String| Error::Manifest {
         path: path.to_owned(),
@@ -57,14 +57,9 @@ pub fn load_file(path: &Path) -> Result<Vec<CrdManifest>, Error> {
     for document in serde_norway::Deserializer::from_str(&text) {
         let body =
             serde_json::Value::deserialize(document).map_err(|e| manifest_error(e.to_string()))?;
-        if body.is_null() {
-            continue;
-        }
+        // Empty documents, and other kinds such as a kustomization.yaml beside the CRDs.
         if body["kind"] != "CustomResourceDefinition" {
-            return Err(manifest_error(format!(
-                "expected only CustomResourceDefinitions, found kind {}",
-                body["kind"]
-            )));
+            continue;
         }
         let name = body["metadata"]["name"]
             .as_str()
@@ -113,5 +108,67 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) -> Re
             format!("CRD {name} to be Established"),
             ESTABLISHED_TIMEOUT,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_crds_and_skips_other_documents() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("homelab-testenv-crds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("b.yaml"),
+            "---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+             metadata:\n  name: widgets.example.io\n---\n---\n\
+             apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+             metadata:\n  name: gadgets.example.io\n",
+        )?;
+        std::fs::write(
+            dir.join("a.yml"),
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+             metadata:\n  name: apples.example.io\n",
+        )?;
+        std::fs::write(
+            dir.join("kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [b.yaml]\n",
+        )?;
+        std::fs::write(dir.join("notes.txt"), "kind: CustomResourceDefinition\n")?;
+
+        let names: Vec<String> = load_dir(&dir)?.into_iter().map(|c| c.name).collect();
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(
+            names,
+            [
+                "apples.example.io",
+                "widgets.example.io",
+                "gadgets.example.io"
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_crd_without_a_name_is_an_error() -> Result<(), Box<dyn std::error::Error>> {
+        let path = std::env::temp_dir().join(format!(
+            "homelab-testenv-noname-{}.yaml",
+            std::process::id()
+        ));
+        std::fs::write(&path, "kind: CustomResourceDefinition\nmetadata: {}\n")?;
+        let result = load_file(&path);
+        std::fs::remove_file(&path)?;
+        match result {
+            Err(Error::Manifest { reason, .. }) => assert!(reason.contains("no metadata.name")),
+            other => panic!("expected a manifest error, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_directory_holds_no_crds() -> Result<(), Error> {
+        assert!(load_dir(Path::new("/nonexistent/homelab-testenv"))?.is_empty());
+        Ok(())
     }
 }

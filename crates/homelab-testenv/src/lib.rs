@@ -64,7 +64,7 @@ pub trait Service: Send + Sync {
     /// `(NAME, value)` pairs that let another process attach to this service.
     fn exports(&self) -> Vec<(String, String)>;
     /// An error if the service has stopped by itself.
-    fn check_running(&self) -> Result<(), Error>;
+    fn check_running(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// A control plane for tests: either started by this process, or attached to.
@@ -107,7 +107,11 @@ impl TestEnv {
                 let audit_log = std::env::var_os(AUDIT_LOG_ENV)
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from);
-                Self::attach(Path::new(&kubeconfig), audit_log).await
+                let mut env = Self::attach(Path::new(&kubeconfig), audit_log).await?;
+                env.binaries_dir = std::env::var_os(BIN_DIR_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from);
+                Ok(env)
             }
             None => Self::start().await,
         }
@@ -172,9 +176,7 @@ impl TestEnv {
             kubeconfig_path: kubeconfig.to_owned(),
             apiserver_url: url.trim_end_matches('/').to_owned(),
             audit_log_path: audit_log,
-            binaries_dir: std::env::var_os(BIN_DIR_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            binaries_dir: None,
             config,
             control_plane: None,
         })
@@ -353,10 +355,11 @@ impl Service for TestEnv {
         vars
     }
 
-    fn check_running(&self) -> Result<(), Error> {
-        self.control_plane
-            .as_ref()
-            .map_or(Ok(()), ControlPlane::check_running)
+    fn check_running(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match &self.control_plane {
+            Some(control_plane) => Ok(control_plane.check_running()?),
+            None => Ok(()),
+        }
     }
 }
 

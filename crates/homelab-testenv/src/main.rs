@@ -157,13 +157,13 @@ async fn exec(services: &Services, command: &[OsString]) -> ExitCode {
 }
 
 /// Resolves when a service stops by itself, with the reason.
-async fn watch(services: &Services) -> Error {
+async fn watch(services: &Services) -> String {
     let mut interval = tokio::time::interval(Duration::from_secs(2));
     loop {
         interval.tick().await;
         for service in services {
             if let Err(e) = service.check_running() {
-                return e;
+                return format!("{} stopped: {e}", service.name());
             }
         }
     }
