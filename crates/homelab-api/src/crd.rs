@@ -21,11 +21,15 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
 }
 
+/// The command that regenerates `crds/` and `docs/crd-reference.md` from the Rust types.
+pub const REGENERATE: &str =
+    "cargo run -p homelab-api --bin crdgen -- crds --reference docs/crd-reference.md";
+
 /// A CRD as YAML, with a header saying where it comes from.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Error> {
     let body = serde_norway::to_string(crd)?;
     Ok(format!(
-        "# Generated from crates/homelab-api by `make crds`. Do not edit.\n{body}"
+        "# Generated from crates/homelab-api by `{REGENERATE}`. Do not edit.\n{body}"
     ))
 }
 
@@ -132,6 +136,82 @@ mod tests {
                     .and_then(|s| s.status.as_ref())
                     .is_some()
             );
+        }
+    }
+
+    /// The schema node a printer column's JSON path leads to, following `.field` steps and
+    /// treating `[...]` (an index or a filter) as a step into a list's items.
+    fn column_target<'a>(
+        root: &'a JSONSchemaProps,
+        json_path: &str,
+    ) -> Option<&'a JSONSchemaProps> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
+        let mut node = root;
+        let mut rest = json_path;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('[') {
+                let end = after.find(']')?;
+                rest = &after[end + 1..];
+                node = match node.items.as_ref()? {
+                    JSONSchemaPropsOrArray::Schema(items) => items,
+                    JSONSchemaPropsOrArray::Schemas(_) => return None,
+                };
+            } else {
+                let after = rest.strip_prefix('.')?;
+                let end = after.find(['.', '[']).unwrap_or(after.len());
+                let field = &after[..end];
+                rest = &after[end..];
+                node = node.properties.as_ref()?.get(field)?;
+            }
+        }
+        Some(node)
+    }
+
+    #[test]
+    fn printer_columns_point_at_fields_of_the_right_type() {
+        for crd in crds() {
+            let version = &crd.spec.versions[0];
+            let schema = version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .unwrap_or_else(|| panic!("{} has no schema", crd.spec.names.kind));
+            let columns = version
+                .additional_printer_columns
+                .clone()
+                .unwrap_or_default();
+            assert!(
+                !columns.is_empty(),
+                "{} has no printer columns",
+                crd.spec.names.kind
+            );
+            for column in columns {
+                if column.json_path.starts_with(".metadata.") {
+                    continue;
+                }
+                let target = column_target(schema, &column.json_path).unwrap_or_else(|| {
+                    panic!(
+                        "{} column {:?}: {} is not a field",
+                        crd.spec.names.kind, column.name, column.json_path
+                    )
+                });
+                let schema_type = target.type_.as_deref().unwrap_or_default();
+                let compatible = match column.type_.as_str() {
+                    "date" => {
+                        schema_type == "string" && target.format.as_deref() == Some("date-time")
+                    }
+                    "integer" => schema_type == "integer",
+                    "string" => schema_type == "string",
+                    "boolean" => schema_type == "boolean",
+                    "number" => schema_type == "number" || schema_type == "integer",
+                    _ => false,
+                };
+                assert!(
+                    compatible,
+                    "{} column {:?} is a {} but {} is a {schema_type}",
+                    crd.spec.names.kind, column.name, column.type_, column.json_path
+                );
+            }
         }
     }
 }
