@@ -23,17 +23,14 @@ use crate::keyvault::KeyVaultSecrets;
 use crate::sas::{SasPolicy, SasProtocol};
 
 /// How the operator authenticates to Azure (Entra ID).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum CredentialConfig {
     /// Workload identity federation: the pod's projected service-account token is exchanged for
     /// an Entra token. Unset fields come from `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and
-    /// `AZURE_FEDERATED_TOKEN_FILE`, which the workload identity webhook injects.
-    #[default]
-    WorkloadIdentity,
-    /// Workload identity federation with explicit settings.
+    /// `AZURE_FEDERATED_TOKEN_FILE`, which the workload identity webhook injects. The default.
     #[serde(rename_all = "camelCase")]
-    WorkloadIdentityWith {
+    WorkloadIdentity {
         /// The application (client) ID.
         client_id: Option<String>,
         /// The directory (tenant) ID.
@@ -57,6 +54,16 @@ pub enum CredentialConfig {
         /// Client ID of a user-assigned identity; the system-assigned identity when unset.
         client_id: Option<String>,
     },
+}
+
+impl Default for CredentialConfig {
+    fn default() -> Self {
+        Self::WorkloadIdentity {
+            client_id: None,
+            tenant_id: None,
+            token_file: None,
+        }
+    }
 }
 
 /// The Azure cloud, which decides the Entra ID authority host.
@@ -303,22 +310,7 @@ fn build_credential(config: &AzureConfig) -> Result<Arc<dyn TokenCredential>> {
     let credential_error =
         |what: &str, e: azure_core::Error| AzureError::Config(format!("{what}: {e}"));
     Ok(match &config.credential {
-        CredentialConfig::WorkloadIdentity => {
-            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
-                    client_options: options,
-                },
-                ..Default::default()
-            }))
-            .map_err(|e| {
-                credential_error(
-                    "workload identity (are AZURE_CLIENT_ID, AZURE_TENANT_ID and \
-                 AZURE_FEDERATED_TOKEN_FILE set? Label the pod azure.workload.identity/use=true)",
-                    e,
-                )
-            })?
-        }
-        CredentialConfig::WorkloadIdentityWith {
+        CredentialConfig::WorkloadIdentity {
             client_id,
             tenant_id,
             token_file,
@@ -330,7 +322,13 @@ fn build_credential(config: &AzureConfig) -> Result<Arc<dyn TokenCredential>> {
             tenant_id: tenant_id.clone(),
             token_file_path: token_file.clone(),
         }))
-        .map_err(|e| credential_error("workload identity", e))?,
+        .map_err(|e| {
+            credential_error(
+                "workload identity (are AZURE_CLIENT_ID, AZURE_TENANT_ID and \
+                 AZURE_FEDERATED_TOKEN_FILE set? Label the pod azure.workload.identity/use=true)",
+                e,
+            )
+        })?,
         CredentialConfig::ServicePrincipal {
             tenant_id,
             client_id,
@@ -394,9 +392,58 @@ mod tests {
         assert_eq!(config.retry, RetryConfig::default());
 
         let defaults: AzureConfig = serde_json::from_str("{}").unwrap();
-        assert_eq!(defaults.credential, CredentialConfig::WorkloadIdentity);
+        assert_eq!(defaults.credential, CredentialConfig::default());
+        let explicit: CredentialConfig = serde_json::from_value(serde_json::json!({
+            "type": "workloadIdentity",
+            "clientId": "c",
+        }))
+        .unwrap();
+        assert!(matches!(
+            explicit,
+            CredentialConfig::WorkloadIdentity { client_id: Some(c), tenant_id: None, .. } if c == "c"
+        ));
         assert_eq!(defaults.sas_signing, SasSigning::UserDelegation);
         assert_eq!(defaults.sas_policy().protocol, SasProtocol::HttpsOnly);
+    }
+
+    #[test]
+    fn every_credential_kind_can_be_built_offline() {
+        let secret_file =
+            std::env::temp_dir().join(format!("homelab-azure-sp-{}", std::process::id()));
+        std::fs::write(&secret_file, "s3cret\n").unwrap();
+        // The workload identity credential reads its token file when built.
+        let token_file = secret_file.with_extension("token");
+        std::fs::write(&token_file, "eyJ.projected.token").unwrap();
+        let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47".to_owned();
+        for credential in [
+            CredentialConfig::WorkloadIdentity {
+                client_id: Some("c".into()),
+                tenant_id: Some(tenant.clone()),
+                token_file: Some(token_file.clone()),
+            },
+            CredentialConfig::ServicePrincipal {
+                tenant_id: tenant.clone(),
+                client_id: "c".into(),
+                client_secret_file: secret_file.clone(),
+            },
+            CredentialConfig::ManagedIdentity { client_id: None },
+            CredentialConfig::ManagedIdentity {
+                client_id: Some("c".into()),
+            },
+        ] {
+            let config = AzureConfig {
+                credential: credential.clone(),
+                cloud: Cloud::Custom {
+                    authority_host: "https://login.example.cloud".into(),
+                },
+                ..Default::default()
+            };
+            if let Err(e) = AzureClients::new(config) {
+                panic!("{credential:?}: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(secret_file);
+        let _ = std::fs::remove_file(token_file);
     }
 
     #[test]
