@@ -77,7 +77,23 @@ impl Azurite {
                 looked_for: program.display().to_string(),
             });
         }
-        let port = free_port()?;
+        // The free port may be taken by someone else before Azurite binds it: try a few.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let azurite = Self::new(program.clone(), dir, cert, key, free_port()?);
+            let _ = std::fs::remove_file(&azurite.log_path);
+            match azurite.start().await {
+                Ok(()) => return Ok(azurite),
+                Err(e) if attempt < 3 && azurite.log_mentions("EADDRINUSE") => {
+                    tracing::debug!("azurite-blob lost its port, retrying: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn new(program: PathBuf, dir: &Path, cert: &Path, key: &Path, port: u16) -> Self {
         let args = [
             "--blobHost",
             "127.0.0.1",
@@ -96,15 +112,17 @@ impl Azurite {
         ]
         .map(str::to_owned)
         .to_vec();
-        let azurite = Self {
+        Self {
             program,
             args,
             log_path: dir.join("azurite.log"),
             port,
             child: Mutex::new(None),
-        };
-        azurite.start().await?;
-        Ok(azurite)
+        }
+    }
+
+    fn log_mentions(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log_path).is_ok_and(|log| log.contains(needle))
     }
 
     /// `https://127.0.0.1:<port>/devstoreaccount1`, without a trailing slash.
