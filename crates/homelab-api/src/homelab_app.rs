@@ -55,7 +55,7 @@ use crate::common::{LocalRef, SecretStoreRef};
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!(has(self.ingress) && has(self.route))", "message": "set at most one of spec.ingress and spec.route"},
+    {"rule": "!(has(self.ingress) && has(self.route))", "message": "set at most one of spec.ingress and spec.route", "fieldPath": ".route"},
     {"rule": "!has(self.env) || !has(self.database) || !self.env.exists(e, self.database.env.exists(d, d.name == e.name))",
      "message": "spec.env and spec.database.env set the same environment variable: each variable can come from one place only",
      "fieldPath": ".env"},
