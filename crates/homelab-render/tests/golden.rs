@@ -28,7 +28,10 @@ fn fake_uid(resource: &Resource) -> &'static str {
 }
 
 fn documents(files: &[&str]) -> anyhow::Result<Vec<Document>> {
-    let inputs = files.iter().map(|f| read(f)).collect::<anyhow::Result<Vec<_>>>()?;
+    let inputs = files
+        .iter()
+        .map(|f| read(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut documents = parse_manifests(&inputs)?;
     for document in &mut documents {
         let uid = fake_uid(&document.resource);
@@ -59,7 +62,10 @@ fn seed_examples() -> anyhow::Result<Vec<String>> {
 #[test]
 fn every_example_renders_as_snapshotted() -> anyhow::Result<()> {
     let names = seed_examples()?;
-    assert!(names.len() >= 5, "expected the five seed apps, found {names:?}");
+    assert!(
+        names.len() >= 5,
+        "expected the five seed apps, found {names:?}"
+    );
     for name in names {
         let yaml = render_example(&name)?;
         insta::assert_snapshot!(name.trim_end_matches(".yaml").to_string(), yaml);
