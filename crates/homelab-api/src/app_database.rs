@@ -148,17 +148,23 @@ pub struct PostgresSpec {
 
     /// A full PostgreSQL operand image, for pinned digests or custom extensions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), pattern(r"^[^\s]+$"))]
     pub image: Option<String>,
 
     /// PostgreSQL configuration parameters (`postgresql.conf`). Parameters that CloudNativePG
     /// or the backup policy manage (such as `archive_timeout`) cannot be set here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "!('archive_timeout' in self)", "message": "archive_timeout is set from the BackupPolicy's walArchiveTimeout; remove it from spec.postgres.parameters"}
+    #[schemars(extend("maxProperties" = 256, "x-kubernetes-validations" = [
+        {"rule": "!('archive_timeout' in self)", "message": "archive_timeout is set from the BackupPolicy's walArchiveTimeout; remove it from spec.postgres.parameters"},
+        {"rule": MANAGED_PARAMETERS_RULE, "message": MANAGED_PARAMETERS_MESSAGE}
     ]))]
     pub parameters: BTreeMap<String, String>,
 }
+
+/// Parameters CloudNativePG sets itself (archiving, recovery, replication, listening, files, TLS,
+/// logging) and refuses in a Cluster; refused here already, so the mistake shows at apply time.
+const MANAGED_PARAMETERS_RULE: &str = "!self.exists(k, k in ['archive_mode', 'archive_command', 'archive_cleanup_command', 'restore_command', 'recovery_end_command', 'primary_conninfo', 'primary_slot_name', 'hot_standby', 'wal_level', 'wal_log_hints', 'full_page_writes', 'synchronous_standby_names', 'listen_addresses', 'port', 'unix_socket_directories', 'unix_socket_group', 'unix_socket_permissions', 'data_directory', 'config_file', 'hba_file', 'ident_file', 'external_pid_file', 'cluster_name', 'shared_preload_libraries', 'logging_collector', 'log_destination', 'log_directory', 'log_filename'] || k.startsWith('recovery_target') || k.startsWith('ssl'))";
+const MANAGED_PARAMETERS_MESSAGE: &str = "spec.postgres.parameters sets a parameter that CloudNativePG manages itself (archiving, recovery_target*, replication, listen_addresses, port, sockets, data and config files, cluster_name, shared_preload_libraries, ssl*, logging destination): remove it";
 
 impl Default for PostgresSpec {
     fn default() -> Self {
@@ -192,7 +198,10 @@ pub struct StorageSpec {
 
     /// Storage class of the volume. Defaults to the cluster's default class. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub storage_class: Option<String>,
 }
 
@@ -213,15 +222,23 @@ fn default_storage_size() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
-    /// Database name. Defaults to the app name with hyphens replaced by underscores.
+    /// Database name. Defaults to the app name with hyphens replaced by underscores. Not
+    /// `postgres`, `template0` or `template1`, which every cluster already has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z_][a-z0-9_]*$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "!(self in ['postgres', 'template0', 'template1'])", "message": "postgres, template0 and template1 exist in every cluster: choose the app's own database name"}
+    ]))]
     pub name: Option<String>,
 
     /// Owner role, which the app logs in as. Defaults to the app name with hyphens replaced by
-    /// underscores.
+    /// underscores. Not the superuser `postgres`, CloudNativePG's `streaming_replica`, or a name
+    /// starting with `pg_` (reserved by PostgreSQL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z_][a-z0-9_]*$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "!(self in ['postgres', 'streaming_replica']) && !self.startsWith('pg_')", "message": "the owner cannot be the superuser postgres, CloudNativePG's streaming_replica, or a pg_ role (reserved by PostgreSQL): choose the app's own role name"}
+    ]))]
     pub owner: Option<String>,
 }
 

@@ -167,7 +167,11 @@ pub struct AzureBlobStorage {
     #[serde(default = "default_container_template")]
     #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9{}-]+$"))]
     #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self.contains('{app}')", "message": "containerTemplate must contain {app}, so that every database gets its own container"}
+        {"rule": "self.contains('{app}')", "message": "containerTemplate must contain {app}, so that every database gets its own container"},
+        {"rule": "self.replace('{app}', 'a').matches('^[a-z0-9]([a-z0-9]|-[a-z0-9])*$')",
+         "message": "containerTemplate must give a valid Blob container name once {app} is replaced: lowercase letters, digits and single hyphens, starting and ending with a letter or digit, and no braces other than {app}"},
+        {"rule": "size(self) + 35 * ((size(self) - size(self.replace('{app}', ''))) / 5) <= 63",
+         "message": "containerTemplate is too long: with {app} replaced by the longest app name (40 characters) the container name must stay within Azure's 63 characters, so a template with one {app} has at most 28 characters"}
     ]))]
     pub container_template: String,
 

@@ -61,7 +61,10 @@ use crate::common::{LocalRef, SecretStoreRef};
      "fieldPath": ".env"},
     {"rule": "!has(self.secrets) || !self.secrets.exists(s, !has(s.mountPath) && ((has(self.env) && self.env.exists(e, e.name == s.name)) || (has(self.database) && self.database.env.exists(d, d.name == s.name))))",
      "message": "a secret without mountPath is an environment variable, and spec.env or spec.database.env already sets one of the same name: each variable can come from one place only",
-     "fieldPath": ".secrets"}
+     "fieldPath": ".secrets"},
+    {"rule": "!has(self.persistence) || self.persistence.all(v, self.persistence.exists_one(w, w.mountPath == v.mountPath))",
+     "message": "two volumes in spec.persistence have the same mountPath: give each its own directory",
+     "fieldPath": ".persistence"}
 ]))]
 pub struct HomelabAppSpec {
     /// Container image, e.g. `sissbruecker/linkding:1.41.0`.
@@ -197,7 +200,10 @@ pub struct IngressSpec {
     pub path: String,
     /// IngressClass.
     #[serde(default = "default_ingress_class")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub class_name: String,
     /// TLS through cert-manager. On by default with the operator's configured cluster issuer.
     #[serde(default)]
@@ -221,11 +227,17 @@ pub struct TlsSpec {
     pub enabled: bool,
     /// cert-manager ClusterIssuer. Defaults to the operator's configured issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub cluster_issuer: Option<String>,
     /// Secret for the certificate. Defaults to `{name}-tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub secret_name: Option<String>,
 }
 
@@ -266,15 +278,21 @@ pub struct RouteSpec {
 #[serde(rename_all = "camelCase")]
 pub struct GatewayRef {
     /// Gateway name.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Gateway namespace; defaults to the app's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
     /// Listener on the Gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub section_name: Option<String>,
 }
 
@@ -356,7 +374,10 @@ pub struct VolumeSpec {
     pub size: String,
     /// Storage class; the cluster default if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub storage_class: Option<String>,
 }
 
@@ -370,7 +391,7 @@ pub struct NetworkPolicySpec {
     pub enabled: bool,
     /// Namespace of the ingress controller or Gateway pods. Defaults to the operator's setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub ingress_namespace: Option<String>,
     /// Additional destinations the app may reach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -255,6 +255,85 @@ async fn examples_are_accepted_by_server_side_apply() -> Result<()> {
     Ok(())
 }
 
+/// Inputs at the edge of the rules that must stay valid, so that tightening a rule cannot
+/// silently refuse what users legitimately write.
+#[tokio::test]
+async fn valid_edge_cases_are_accepted() -> Result<()> {
+    let env = TestEnv::get().await;
+    let client = env.client().await?;
+    let namespace = env.namespace("admission-edges").await?;
+    let objects = [
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "BackupPolicy",
+        "metadata": {"name": "edges"},
+        "spec": {
+            "schedule": "*/15 2-4 ? JAN-MAR MON,FRI",
+            "retention": "12w",
+            "walArchiveTimeout": "30s",
+            "storage": {"azure": {
+                "storageAccount": "abc",
+                "containerTemplate": "pg-{app}-backups-v2",
+                "endpoint": "http://127.0.0.1:10000/devstoreaccount1",
+                "credentials": {"mode": "InheritFromAzureAD", "sasValidity": "1h"},
+            }},
+            "drill": {"schedule": "0 4 * * SUN", "timeout": "2h", "history": 20},
+        }}),
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "hourly"},
+            "spec": {"walArchiveTimeout": "60m",
+                "storage": {"azure": {"storageAccount": "a23456789012345678901234", "containerTemplate": "{app}"}}}}),
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+        // 40 characters: the longest app name.
+        "metadata": {"name": "a234567890-234567890-234567890-234567890"},
+        "spec": {
+            "instances": 9,
+            "postgres": {"version": 13, "parameters": {"max_connections": "200", "shared_buffers": "256MB", "pg_stat_statements.max": "10000"}},
+            "storage": {"size": "1Ti", "storageClass": "local-path"},
+            "walStorage": {"size": "512Mi"},
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": 2, "memory": "1.5Gi"}},
+            "database": {"name": "_app_db", "owner": "app_owner"},
+            "pooler": {"instances": 10, "poolMode": "transaction", "maxClientConnections": 100000},
+            "deletionPolicy": "Delete",
+        }}),
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+            "metadata": {"name": "restored.from.archive"},
+            "spec": {"app": "restored", "restore": {
+                "from": {"archive": {"policyRef": {"name": "edges"}, "container": "abc", "serverName": "linkding-db-cnpg-v1"}},
+                "targetTime": "2026-11-20T13:45:00Z"}}}),
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "HomelabApp",
+        // 50 characters: the longest HomelabApp name.
+        "metadata": {"name": "a234567890-234567890-234567890-234567890-234567890"},
+        "spec": {
+            "image": "ghcr.io/example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "replicas": 0,
+            "port": 65535,
+            "env": [{"name": "app.mode-x_Y", "value": ""}],
+            "secrets": [
+                {"name": "API_TOKEN", "keyVaultSecret": "A-1"},
+                {"name": "API_TOKEN_FILE", "keyVaultSecret": "api-token", "mountPath": "/run/secrets"},
+                {"name": "DB_HOST", "keyVaultSecret": "db-host-file", "mountPath": "/etc/db"},
+            ],
+            "database": {"ref": {"name": "restored"}, "usePooler": true,
+                "env": [{"name": "DB_HOST", "field": "host"}, {"name": "DATABASE_URL", "field": "uri"}]},
+            "persistence": [{"name": "data", "mountPath": "/data", "size": "1Mi"},
+                            {"name": "a23456789012", "mountPath": "/data/cache", "size": "1Gi", "storageClass": "nfs.example.com"}],
+            "networkPolicy": {"ingressNamespace": "ingress-nginx",
+                "egress": [{"cidr": "::/0", "ports": [443]}, {"cidr": "10.0.0.0/8"}, {"cidr": "2001:db8::/32", "ports": [1, 65535]}]},
+            "route": {"gateway": {"name": "homelab", "namespace": "gateway", "sectionName": "https.main"}, "hostname": "a.b.example.com", "path": "/app"},
+            "security": {"runAsUser": 65534, "fsGroup": 0},
+        }}),
+    ];
+    for object in &objects {
+        if let Answer::Refused { message, .. } = apply(&client, &namespace, object).await? {
+            bail!(
+                "{} {} was refused: {message}",
+                object["kind"],
+                object_name(object)?
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Applies `object`, reads it back and returns its `spec` as the server stored it.
 async fn applied_spec(client: &kube::Client, namespace: &str, object: Value) -> Result<Value> {
     match apply(client, namespace, &object).await? {
