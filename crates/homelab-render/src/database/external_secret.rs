@@ -55,8 +55,9 @@ pub(crate) fn spec(
 }
 
 /// `{app}-db-credentials`: a `kubernetes.io/basic-auth` Secret with the owner's `username` and
-/// the `password` from Key Vault. CloudNativePG bootstraps the owner with it and, thanks to the
-/// reload label, updates the role's password when the Secret changes.
+/// the `password` from Key Vault. CloudNativePG's instance manager sets the owner's password from
+/// it at bootstrap and again whenever the Secret changes, so a password changed in Key Vault
+/// reaches PostgreSQL within the refresh interval.
 pub(super) fn credentials(ctx: &Context) -> DynamicObject {
     let name = naming::credentials_secret(&ctx.app);
     let template = json!({
