@@ -96,6 +96,7 @@ pub struct AzureEmulators {
     key_vault_url: String,
     ca_pem: String,
     ca_file: PathBuf,
+    /// Built at set-up, which checks the CA; see [`AzureEmulators::http_client`].
     http: reqwest::Client,
     credential: Arc<EmulatorCredential>,
     local: Option<Local>,
@@ -311,16 +312,21 @@ impl AzureEmulators {
         self.credential.clone()
     }
 
-    /// An HTTP client trusting the emulators' CA (HTTP/1.1, bounded timeouts).
+    /// A new HTTP client trusting the emulators' CA (HTTP/1.1, bounded timeouts).
+    ///
+    /// New on every call because a client's pooled connections belong to the runtime that opened
+    /// them, and every `#[tokio::test]` has its own runtime: a client shared between tests fails
+    /// with "runtime dropped the dispatch task" once the test that opened a connection has ended.
     pub fn http_client(&self) -> reqwest::Client {
-        self.http.clone()
+        // Building succeeded with the same CA when these emulators were set up.
+        http_client(&self.ca_pem).unwrap_or_else(|_| self.http.clone())
     }
 
-    /// SDK client options for the emulators: the trusting HTTP client as transport, and retries
+    /// SDK client options for the emulators: a new trusting HTTP client as transport, and retries
     /// bounded to two quick attempts so that a misconfigured test fails instead of hanging.
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
-            transport: Some(Transport::new(Arc::new(self.http.clone()))),
+            transport: Some(Transport::new(Arc::new(self.http_client()))),
             retry: RetryOptions::exponential(ExponentialRetryOptions {
                 initial_delay: azure_core::time::Duration::milliseconds(100),
                 max_retries: 2,
