@@ -56,21 +56,38 @@ fn postgres_peer(namespace_name: &str, label: &str, value: String) -> NetworkPol
 
 pub(super) fn network_policy(ctx: &Context) -> Result<DynamicObject, RenderError> {
     let settings = &ctx.spec.network_policy;
-    let ingress_namespace = settings
-        .ingress_namespace
-        .as_deref()
-        .unwrap_or(&ctx.config.ingress_namespace);
+    let mut ingress_namespaces = vec![
+        settings
+            .ingress_namespace
+            .as_deref()
+            .unwrap_or(&ctx.config.ingress_namespace),
+    ];
+    // Many Gateway implementations run the data plane next to the Gateway; admit its namespace
+    // too unless the user named the one to admit.
+    if settings.ingress_namespace.is_none()
+        && let Some(gateway_namespace) = ctx
+            .spec
+            .route
+            .as_ref()
+            .and_then(|r| r.gateway.namespace.as_deref())
+        && !ingress_namespaces.contains(&gateway_namespace)
+        && gateway_namespace != ctx.owner.namespace
+    {
+        ingress_namespaces.push(gateway_namespace);
+    }
+    let mut from: Vec<NetworkPolicyPeer> = ingress_namespaces
+        .into_iter()
+        .map(|name| NetworkPolicyPeer {
+            namespace_selector: namespace(name),
+            ..NetworkPolicyPeer::default()
+        })
+        .collect();
+    from.push(NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector::default()),
+        ..NetworkPolicyPeer::default()
+    });
     let ingress = vec![NetworkPolicyIngressRule {
-        from: Some(vec![
-            NetworkPolicyPeer {
-                namespace_selector: namespace(ingress_namespace),
-                ..NetworkPolicyPeer::default()
-            },
-            NetworkPolicyPeer {
-                pod_selector: Some(LabelSelector::default()),
-                ..NetworkPolicyPeer::default()
-            },
-        ]),
+        from: Some(from),
         ports: Some(vec![port(
             "TCP",
             IntOrString::String(HTTP_PORT_NAME.to_string()),
@@ -188,6 +205,36 @@ spec:
             json!([{"port": 443, "protocol": "TCP"}])
         );
         assert!(egress[4].get("ports").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn routes_admit_the_gateway_namespace_unless_told_otherwise() -> Result<(), RenderError> {
+        let yaml = "metadata: {name: a}\nspec: {image: x, route: {gateway: {name: gw, namespace: gateway}, hostname: a.example.com}}";
+        let app = app(yaml);
+        let facts = crate::facts::HomelabAppFacts::default();
+        let config = OperatorConfig::default();
+        let ctx = Context::new(&app, &facts, &config)?;
+        let np = network_policy(&ctx)?;
+        let namespaces: Vec<&str> = spec(&np)["ingress"][0]["from"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str()
+            })
+            .collect();
+        assert_eq!(namespaces, ["ingress-nginx", "gateway"]);
+        let app = super::super::test_support::app(&yaml.replace(
+            "image: x,",
+            "image: x, networkPolicy: {ingressNamespace: gw-pods},",
+        ));
+        let ctx = Context::new(&app, &facts, &config)?;
+        let np = network_policy(&ctx)?;
+        assert_eq!(
+            spec(&np)["ingress"][0]["from"].as_array().map(Vec::len),
+            Some(2)
+        );
         Ok(())
     }
 
