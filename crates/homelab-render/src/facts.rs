@@ -114,3 +114,51 @@ pub struct DrillFacts {
     /// The server name the source database currently archives under.
     pub server_name: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use homelab_api::common::SecretStoreKind;
+
+    fn database(yaml: &str) -> AppDatabase {
+        let mut db: AppDatabase = match serde_norway::from_str(yaml) {
+            Ok(db) => db,
+            Err(e) => panic!("{e}"),
+        };
+        db.metadata.namespace = Some("apps".into());
+        db
+    }
+
+    #[test]
+    fn database_facts_apply_defaults() {
+        let db = database("metadata: {name: my-app}\nspec: {pooler: {}}");
+        let facts = DatabaseFacts::from_app_database(&db, &OperatorConfig::default());
+        assert_eq!(facts.app, "my-app");
+        assert_eq!(facts.database, "my_app");
+        assert_eq!(facts.owner, "my_app");
+        assert_eq!(facts.key_vault_secret, "my-app-db-password");
+        assert_eq!(facts.secret_store.name, "azure-keyvault");
+        assert!(facts.has_pooler);
+    }
+
+    #[test]
+    fn database_facts_follow_overrides() {
+        let db = database(
+            "metadata: {name: x}\nspec: {app: wiki, credentials: {keyVaultSecret: pw, secretStoreRef: {name: local, kind: SecretStore}}}",
+        );
+        let facts = DatabaseFacts::from_app_database(&db, &OperatorConfig::default());
+        assert_eq!((facts.name.as_str(), facts.app.as_str()), ("x", "wiki"));
+        assert_eq!(facts.key_vault_secret, "pw");
+        assert_eq!(facts.secret_store.kind, SecretStoreKind::SecretStore);
+        assert!(!facts.has_pooler);
+    }
+
+    #[test]
+    fn first_incarnation_archives_under_the_cluster_name() {
+        let db = database("metadata: {name: wiki}\nspec: {}");
+        assert_eq!(
+            AppDatabaseFacts::new(&db, None).server_name,
+            "wiki-db-cnpg-v1"
+        );
+    }
+}
