@@ -83,11 +83,25 @@ async fn blob_outage_is_unreachable_and_restart_converges() {
     assert!(matches!(error, AzureError::Unreachable { .. }), "{error:?}");
 
     az.start_azurite().await.unwrap();
-    store.ensure_container(&container).await.unwrap();
-    store
-        .container_sas(&container, &Default::default(), jiff::Timestamp::now())
-        .await
-        .unwrap();
+    // Like a controller requeueing: transient errors right after the restart (a pooled
+    // connection to the old process) are retried; anything else fails the test.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = async {
+            store.ensure_container(&container).await?;
+            store
+                .container_sas(&container, &Default::default(), jiff::Timestamp::now())
+                .await
+        };
+        match attempt.await {
+            Ok(_) => break,
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                eprintln!("not yet converged: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("did not converge after the restart: {e:?}"),
+        }
+    }
 }
 
 #[tokio::test]
