@@ -13,6 +13,25 @@ use homelab_testenv::azure::{AzureEmulators, KeyVaultFault};
 
 use common::{clients, emulator_config, unique, version_count};
 
+/// Retries `attempt` like a controller requeueing after an outage: transient errors (such as a
+/// pooled connection to the stopped server) are retried for a while, anything else fails.
+async fn converge<T, Fut>(mut attempt: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, AzureError>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                eprintln!("not yet converged: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("did not converge after the restart: {e:?}"),
+        }
+    }
+}
+
 /// Private emulators, or `None` when Azurite is not installed and this is not CI.
 async fn private(test: &str) -> Option<AzureEmulators> {
     AzureEmulators::start_or_skip(test).await
@@ -42,7 +61,7 @@ async fn key_vault_outage_is_unreachable_and_restart_converges_without_a_new_pas
 
     az.start_key_vault().await.unwrap();
     for adapter in [&adapter, &fresh] {
-        let outcome = adapter.ensure_password(vault, &name).await.unwrap();
+        let outcome = converge(|| adapter.ensure_password(vault, &name)).await;
         assert_eq!(
             outcome,
             SecretOutcome::Unchanged {
@@ -83,25 +102,13 @@ async fn blob_outage_is_unreachable_and_restart_converges() {
     assert!(matches!(error, AzureError::Unreachable { .. }), "{error:?}");
 
     az.start_azurite().await.unwrap();
-    // Like a controller requeueing: transient errors right after the restart (a pooled
-    // connection to the old process) are retried; anything else fails the test.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let attempt = async {
-            store.ensure_container(&container).await?;
-            store
-                .container_sas(&container, &Default::default(), jiff::Timestamp::now())
-                .await
-        };
-        match attempt.await {
-            Ok(_) => break,
-            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
-                eprintln!("not yet converged: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => panic!("did not converge after the restart: {e:?}"),
-        }
-    }
+    converge(|| async {
+        store.ensure_container(&container).await?;
+        store
+            .container_sas(&container, &Default::default(), jiff::Timestamp::now())
+            .await
+    })
+    .await;
 }
 
 #[tokio::test]
