@@ -1,0 +1,3 @@
+//! Subcommands other than `run`.
+
+pub mod render;

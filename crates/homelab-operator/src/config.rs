@@ -1,0 +1,124 @@
+//! Operator configuration from command-line flags and environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Settings of `homelab-operator run`. Every flag can also be set by the environment variable
+/// named in its help text.
+#[derive(Args, Clone, Debug)]
+pub struct RunConfig {
+    /// Namespaces to watch (comma-separated). All namespaces when empty.
+    #[arg(long, env = "HOMELAB_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// External Secrets Operator ClusterSecretStore used when a resource names none.
+    #[arg(
+        long,
+        env = "HOMELAB_DEFAULT_SECRET_STORE",
+        default_value = "azure-keyvault"
+    )]
+    pub default_secret_store: String,
+
+    /// cert-manager ClusterIssuer used for Ingress TLS when a HomelabApp names none.
+    #[arg(
+        long,
+        env = "HOMELAB_CLUSTER_ISSUER",
+        default_value = "letsencrypt-prod"
+    )]
+    pub cluster_issuer: String,
+
+    /// Namespace of the ingress controller (or Gateway) pods, admitted by app NetworkPolicies.
+    #[arg(
+        long,
+        env = "HOMELAB_INGRESS_NAMESPACE",
+        default_value = "ingress-nginx"
+    )]
+    pub ingress_namespace: String,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "HOMELAB_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "HOMELAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Elect a leader through a Lease so that only one replica reconciles.
+    #[arg(long, env = "HOMELAB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease (defaults to the pod's namespace, or `default`).
+    #[arg(long, env = "HOMELAB_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Identity of this replica in leader election (defaults to the pod or host name).
+    #[arg(long, env = "HOMELAB_POD_NAME")]
+    pub identity: Option<String>,
+
+    /// How long a leader's Lease is valid without renewal, in seconds.
+    #[arg(long, env = "HOMELAB_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// How often every resource is reconciled even when nothing changed, in seconds.
+    #[arg(long, env = "HOMELAB_RESYNC_SECONDS", default_value_t = 3600)]
+    pub resync_seconds: u64,
+
+    /// Manage the Azure side of databases (Key Vault password, backup container, SAS token).
+    /// Without it, those must exist already.
+    #[arg(long, env = "HOMELAB_AZURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub azure: bool,
+
+    /// Azure settings (identity, cloud, retries, SAS signing) as a YAML file; workload identity
+    /// in the public cloud when unset. See docs/azure.md.
+    #[arg(long, env = "HOMELAB_AZURE_CONFIG")]
+    pub azure_config: Option<std::path::PathBuf>,
+
+    /// Reconciles running at once, per kind.
+    #[arg(long, env = "HOMELAB_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+/// Parses a `RunConfig` from command-line style arguments (program name not included), with
+/// every unspecified setting at its default.
+#[derive(clap::Parser)]
+struct Standalone {
+    #[command(flatten)]
+    config: RunConfig,
+}
+
+impl RunConfig {
+    pub fn from_args<I, S>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        let argv = std::iter::once(std::ffi::OsString::from("homelab-operator"))
+            .chain(args.into_iter().map(Into::into));
+        Standalone::try_parse_from(argv).map(|s| s.config)
+    }
+
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs(self.resync_seconds.max(10))
+    }
+
+    /// The rendering defaults this configuration implies.
+    pub fn render_config(&self) -> homelab_render::OperatorConfig {
+        let mut config = homelab_render::OperatorConfig::default();
+        config.default_secret_store.name = self.default_secret_store.clone();
+        config.default_cluster_issuer = self.cluster_issuer.clone();
+        config.ingress_namespace = self.ingress_namespace.clone();
+        config
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,795 @@
+//! The AppDatabase controller: a CloudNativePG cluster with its credentials, backups and monitoring.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use homelab_api::app_database::{AppDatabaseStatus, BackupStatus, Endpoints};
+use homelab_api::backup_policy::BackupPolicySpec;
+use homelab_api::common::DeletionPolicy;
+use homelab_api::conditions::{self, Observed, Status};
+use homelab_api::{AppDatabase, naming};
+use kube::api::{Api, DynamicObject};
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use homelab_render::{PolicyFacts, RestoreSourceFacts};
+
+use super::{Context, Error, finalizer, now, object_reference};
+use crate::controllers::child_ready_condition;
+use crate::kubernetes::status;
+
+pub const KIND: &str = "AppDatabase";
+
+const CNPG_API: &str = "postgresql.cnpg.io/v1";
+const BARMAN_API: &str = "barmancloud.cnpg.io/v1";
+const ESO_API: &str = "external-secrets.io/v1";
+
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<AppDatabase>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let db = match &guard.0 {
+        Ok(db) => db,
+        Err(invalid) => return super::report_invalid::<AppDatabase>(invalid, &ctx).await,
+    };
+    let _timer = ctx.metrics.start_reconcile(KIND);
+    ctx.caches_ready().await;
+    let namespace = db.namespace().unwrap_or_default();
+    let api: Api<AppDatabase> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = format!("{KIND}/{namespace}/{}", db.name_any());
+
+    if db.meta().deletion_timestamp.is_some() {
+        return cleanup(db, &api, &ctx).await;
+    }
+    if finalizer::ensure(&api, db).await? {
+        // The finalizer write triggers another reconcile with the updated object.
+        return Ok(Action::await_change());
+    }
+
+    let (observed, action) = match converge(db, &ctx).await {
+        Ok(converged) => {
+            let requeue = requeue_after(&ctx, converged.next_azure_check);
+            match converged.azure_error {
+                Some(err) if err.is_transient() => {
+                    // Report the outage, then let the error policy back off (honouring
+                    // Retry-After).
+                    write_status(db, &api, &ctx, converged.observed).await?;
+                    return Err(err);
+                }
+                Some(_) => (converged.observed, Action::requeue(ctx.config.resync())),
+                None => {
+                    ctx.record_success(&key);
+                    (converged.observed, Action::requeue(requeue))
+                }
+            }
+        }
+        Err(err) if !err.is_transient() => {
+            let observed = blocked(db, &err);
+            (observed, Action::requeue(ctx.config.resync()))
+        }
+        Err(err) => {
+            // Report the failure, then let the error policy back off.
+            let observed = blocked(db, &err);
+            write_status(db, &api, &ctx, observed).await?;
+            return Err(err);
+        }
+    };
+    write_status(db, &api, &ctx, observed).await?;
+    Ok(action)
+}
+
+fn requeue_after(ctx: &Context, next_azure_check: Option<jiff::Timestamp>) -> std::time::Duration {
+    let resync = ctx.config.resync();
+    match next_azure_check {
+        Some(at) => {
+            let until = at.duration_since(jiff::Timestamp::now());
+            let until = std::time::Duration::try_from(until).unwrap_or_default();
+            until.clamp(std::time::Duration::from_secs(1), resync)
+        }
+        None => resync,
+    }
+}
+
+/// The outcome of one pass: what the children report, and what the Azure side did.
+struct Converged {
+    observed: ObservedDatabase,
+    /// An Azure failure, reported in conditions; the children were still applied.
+    azure_error: Option<Error>,
+    next_azure_check: Option<jiff::Timestamp>,
+}
+
+/// What one successful pass observed, turned into status.
+struct ObservedDatabase {
+    conditions: Vec<Observed>,
+    status: AppDatabaseStatus,
+}
+
+fn blocked(db: &AppDatabase, err: &Error) -> ObservedDatabase {
+    let ready = Observed::new(
+        conditions::READY,
+        Status::False,
+        err.reason(),
+        err.to_string(),
+    );
+    ObservedDatabase {
+        conditions: vec![ready],
+        status: AppDatabaseStatus {
+            cluster: Some(naming::cluster(db.app_name())),
+            ..db.status.clone().unwrap_or_default()
+        },
+    }
+}
+
+/// Resolves references, renders, makes sure the Azure side exists, applies and prunes; returns
+/// what the children report.
+async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
+    let namespace = db.namespace().unwrap_or_default();
+    let app = db.app_name().to_string();
+
+    // Dereference.
+    let policy: Option<PolicyFacts> = match &db.spec.backup {
+        Some(backup) => {
+            let name = backup.policy_ref.name.clone();
+            let policy = ctx
+                .policy(&namespace, &name)
+                .ok_or_else(|| Error::MissingReference {
+                    kind: "BackupPolicy",
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                })?;
+            Some(PolicyFacts {
+                name,
+                spec: policy.spec.clone(),
+            })
+        }
+        None => None,
+    };
+    let restore_source = match db.spec.restore.as_ref() {
+        Some(restore) => Some(resolve_restore_source(db, restore, ctx, &namespace)?),
+        None => None,
+    };
+    let server_name = server_name(db);
+
+    // Render.
+    let facts = homelab_render::AppDatabaseFacts {
+        policy: policy.clone(),
+        server_name: server_name.clone(),
+        restore_source,
+    };
+    let desired = homelab_render::render_app_database(db, &facts, &ctx.render)
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+
+    // The Azure side first: the ExternalSecrets read what it creates.
+    let (azure, azure_error) = match ensure_azure(db, ctx, &namespace, policy.as_ref()).await {
+        Ok(ensured) => (ensured, None),
+        Err(err) => (None, Some(err)),
+    };
+
+    let cluster_name = naming::cluster(&app);
+    let cluster_existed = ctx
+        .children
+        .get(CNPG_API, "Cluster", &namespace, &cluster_name)
+        .is_some();
+
+    // Apply what is installed; remember what is not.
+    let mut missing_kinds = BTreeSet::new();
+    let mut applied = Vec::new();
+    for object in &desired {
+        let (api_version, kind) = type_of(object);
+        if !ctx.children.has_kind(&api_version, &kind) {
+            missing_kinds.insert(format!("{kind} ({api_version})"));
+            continue;
+        }
+        applied.push(ctx.children.apply(object));
+    }
+    let outcomes = futures::future::join_all(applied).await;
+    for outcome in outcomes {
+        outcome?;
+    }
+    prune(db, &desired, ctx).await?;
+    if !cluster_existed && ctx.children.has_kind(CNPG_API, "Cluster") {
+        ctx.events
+            .publish(
+                &object_reference(db),
+                false,
+                "ClusterCreated",
+                "Apply",
+                format!(
+                    "created the CloudNativePG cluster {cluster_name} ({} instance(s)); clients connect to {}",
+                    db.spec.instances,
+                    naming::read_write_host(&app, &namespace)
+                ),
+            )
+            .await;
+    }
+
+    // Observe.
+    let mut observed = observe(db, ctx, &app, &namespace, &server_name, policy.as_ref());
+    if let Some(ensured) = &azure {
+        observed.status.password_origin = Some(ensured.password_origin.to_string());
+        if let Some(backup) = observed.status.backup.as_mut() {
+            backup.sas_expires = ensured
+                .sas_expires
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+        }
+    }
+    if let Some(err) = &azure_error {
+        report_azure_failure(&mut observed, err);
+    }
+    if !missing_kinds.is_empty() {
+        let message = ctx
+            .capabilities
+            .missing_message(|kind| missing_kinds.contains(kind))
+            .unwrap_or_else(|| "required custom resource definitions are not installed".into());
+        observed.conditions[0] =
+            Observed::new(conditions::READY, Status::False, "CRDNotInstalled", message);
+    }
+    Ok(Converged {
+        observed,
+        azure_error,
+        next_azure_check: azure.map(|a| a.next_check),
+    })
+}
+
+/// Ensures the password, container and SAS token in Azure. `None` when the Azure side is
+/// disabled.
+async fn ensure_azure(
+    db: &AppDatabase,
+    ctx: &Context,
+    namespace: &str,
+    policy: Option<&PolicyFacts>,
+) -> Result<Option<crate::azure::Ensured>, Error> {
+    let Some(azure) = &ctx.azure else {
+        return Ok(None);
+    };
+    let app = db.app_name();
+    let store = db
+        .spec
+        .credentials
+        .secret_store_ref
+        .clone()
+        .unwrap_or_else(|| ctx.render.default_secret_store.clone());
+    let vault_url = ctx.vault_url(&store, namespace).await?;
+    let backup = policy.map(|policy| {
+        let azure_storage = &policy.spec.storage.azure;
+        let service_url = azure_storage
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| {
+                format!(
+                    "https://{}.blob.core.windows.net",
+                    azure_storage.storage_account
+                )
+            })
+            .trim_end_matches('/')
+            .to_string();
+        crate::azure::BackupInputs {
+            service_url,
+            container: naming::container(&azure_storage.container_template, app),
+            sas_secret: match azure_storage.credentials.mode {
+                homelab_api::backup_policy::CredentialsMode::SasToken => {
+                    Some(naming::default_sas_key_vault_secret(app))
+                }
+                homelab_api::backup_policy::CredentialsMode::InheritFromAzureAD => None,
+            },
+            sas_lifetime: crate::azure::parse_validity(&azure_storage.credentials.sas_validity)
+                .unwrap_or(std::time::Duration::from_secs(30 * 86_400)),
+        }
+    });
+    let inputs = crate::azure::DatabaseInputs {
+        vault_url,
+        password_secret: db.key_vault_password_secret(),
+        backup,
+    };
+    let key = format!("{namespace}/{}", db.name_any());
+    let ensured = azure.ensure(&key, &inputs, jiff::Timestamp::now()).await?;
+    if ensured.password_origin == "Generated" && ensured.password_version.is_empty() {
+        tracing::warn!(database = %key, "Key Vault returned no version for the password");
+    }
+    Ok(Some(ensured))
+}
+
+/// Puts an Azure failure on the condition it concerns and on `Ready`.
+fn report_azure_failure(observed: &mut ObservedDatabase, err: &Error) {
+    let blob = matches!(
+        err,
+        Error::Azure(
+            homelab_azure::AzureError::Unreachable {
+                service: homelab_azure::Service::BlobStorage,
+                ..
+            } | homelab_azure::AzureError::Throttled {
+                service: homelab_azure::Service::BlobStorage,
+                ..
+            } | homelab_azure::AzureError::Forbidden {
+                service: homelab_azure::Service::BlobStorage,
+                ..
+            } | homelab_azure::AzureError::Unauthenticated {
+                service: homelab_azure::Service::BlobStorage,
+                ..
+            } | homelab_azure::AzureError::Service {
+                service: homelab_azure::Service::BlobStorage,
+                ..
+            }
+        )
+    );
+    let type_ = if blob {
+        conditions::STORAGE_READY
+    } else {
+        conditions::CREDENTIALS_READY
+    };
+    let failed = Observed::new(type_, Status::False, err.reason(), err.to_string());
+    match observed.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => *existing = failed.clone(),
+        None => observed.conditions.push(failed.clone()),
+    }
+    observed.conditions[0] = Observed::new(
+        conditions::READY,
+        Status::False,
+        failed.reason,
+        failed.message,
+    );
+}
+
+fn resolve_restore_source(
+    db: &AppDatabase,
+    restore: &homelab_api::app_database::RestoreSpec,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<RestoreSourceFacts, Error> {
+    if let Some(source_name) = &restore.from.app_database {
+        if source_name == &db.name_any() {
+            return Err(Error::InvalidSpec(
+                "spec.restore.from.appDatabase names this AppDatabase itself".into(),
+            ));
+        }
+        let source =
+            ctx.database(namespace, source_name)
+                .ok_or_else(|| Error::MissingReference {
+                    kind: "AppDatabase",
+                    name: source_name.clone(),
+                    namespace: namespace.to_string(),
+                })?;
+        if source.spec.backup.is_none() {
+            return Err(Error::InvalidSpec(format!(
+                "AppDatabase {source_name:?} has no backup policy, so it has no backups to restore"
+            )));
+        }
+        Ok(RestoreSourceFacts::ObjectStore {
+            name: naming::backup_object_store(source.app_name()),
+            server_name: server_name(&source),
+        })
+    } else if let Some(archive) = &restore.from.archive {
+        let policy = ctx
+            .policy(namespace, &archive.policy_ref.name)
+            .ok_or_else(|| Error::MissingReference {
+                kind: "BackupPolicy",
+                name: archive.policy_ref.name.clone(),
+                namespace: namespace.to_string(),
+            })?;
+        Ok(RestoreSourceFacts::Archive {
+            policy: Box::new(PolicyFacts {
+                name: policy.name_any(),
+                spec: policy.spec.clone(),
+            }),
+        })
+    } else {
+        Err(Error::InvalidSpec(
+            "spec.restore.from must name an appDatabase or an archive".into(),
+        ))
+    }
+}
+
+/// The archive server name of this incarnation: the cluster name for a new database; for a
+/// restored one a name of its own, so it never writes into its source's archive. Once chosen it
+/// is kept in status.
+pub fn server_name(db: &AppDatabase) -> String {
+    if let Some(existing) = db
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|b| b.server_name.clone())
+    {
+        return existing;
+    }
+    let cluster = naming::cluster(db.app_name());
+    if db.spec.restore.is_some() {
+        naming::restored_server_name(&cluster, db.meta().uid.as_deref().unwrap_or_default())
+    } else {
+        cluster
+    }
+}
+
+/// Deletes children this AppDatabase owns that are no longer desired.
+async fn prune(db: &AppDatabase, desired: &[DynamicObject], ctx: &Context) -> Result<(), Error> {
+    let namespace = db.namespace().unwrap_or_default();
+    let uid = db.meta().uid.clone().unwrap_or_default();
+    let owner_key = format!("{KIND}/{}", db.name_any());
+    let wanted: BTreeSet<(String, String)> = desired
+        .iter()
+        .map(|o| (type_of(o).1, o.name_any()))
+        .collect();
+    for child in ctx.children.owned_by(&namespace, &uid, &owner_key) {
+        if wanted.contains(&(child.kind.clone(), child.object.name_any())) {
+            continue;
+        }
+        // Drill clusters belong to the BackupPolicy controller.
+        if child.object.labels().contains_key(naming::LABEL_DRILL) {
+            continue;
+        }
+        tracing::info!(kind = %child.kind, name = %child.object.name_any(), "deleting a child that is no longer wanted");
+        ctx.children.delete(&child).await?;
+    }
+    Ok(())
+}
+
+fn observe(
+    db: &AppDatabase,
+    ctx: &Context,
+    app: &str,
+    namespace: &str,
+    server_name: &str,
+    policy: Option<&PolicyFacts>,
+) -> ObservedDatabase {
+    let cluster_name = naming::cluster(app);
+    let cluster = ctx
+        .children
+        .get(CNPG_API, "Cluster", namespace, &cluster_name);
+    let credentials = ctx.children.get(
+        ESO_API,
+        "ExternalSecret",
+        namespace,
+        &naming::credentials_secret(app),
+    );
+
+    let cluster_ready = match cluster.as_deref() {
+        None => Observed::new(
+            conditions::CLUSTER_READY,
+            Status::False,
+            "ClusterNotFound",
+            format!("the CloudNativePG cluster {cluster_name} does not exist yet"),
+        ),
+        Some(cluster) => cluster_condition(cluster, db.spec.instances),
+    };
+    let credentials_ready = match credentials.as_deref().and_then(child_ready_condition) {
+        Some((true, _, _)) => Observed::new(
+            conditions::CREDENTIALS_READY,
+            Status::True,
+            "CredentialsSynced",
+            format!(
+                "Secret {} is synced from Key Vault secret {}",
+                naming::credentials_secret(app),
+                db.key_vault_password_secret()
+            ),
+        ),
+        Some((false, reason, message)) => Observed::new(
+            conditions::CREDENTIALS_READY,
+            Status::False,
+            "CredentialsNotSynced",
+            format!(
+                "External Secrets Operator cannot sync {}: {reason}: {message}",
+                naming::credentials_secret(app)
+            ),
+        ),
+        None => Observed::new(
+            conditions::CREDENTIALS_READY,
+            Status::Unknown,
+            "WaitingForExternalSecrets",
+            format!(
+                "waiting for External Secrets Operator to sync {} from Key Vault secret {}",
+                naming::credentials_secret(app),
+                db.key_vault_password_secret()
+            ),
+        ),
+    };
+
+    let mut specific = vec![cluster_ready, credentials_ready];
+    let mut backup_status = BackupStatus {
+        server_name: Some(server_name.to_string()),
+        ..BackupStatus::default()
+    };
+    if let Some(PolicyFacts { spec: policy, .. }) = policy {
+        let container = naming::container(&policy.storage.azure.container_template, app);
+        backup_status.container = Some(container.clone());
+        let object_store = ctx.children.get(
+            BARMAN_API,
+            "ObjectStore",
+            namespace,
+            &naming::backup_object_store(app),
+        );
+        specific.push(match object_store {
+            Some(_) => Observed::new(
+                conditions::STORAGE_READY,
+                Status::True,
+                "ObjectStoreReady",
+                format!("backups go to Blob container {container}"),
+            ),
+            None => Observed::new(
+                conditions::STORAGE_READY,
+                Status::False,
+                "ObjectStoreMissing",
+                format!(
+                    "the ObjectStore {} does not exist yet",
+                    naming::backup_object_store(app)
+                ),
+            ),
+        });
+        if let Some(window) = object_store.as_deref().and_then(|o| {
+            o.data
+                .pointer(&format!("/status/serverRecoveryWindow/{server_name}"))
+        }) {
+            backup_status.first_recoverability_point =
+                time_field(window, "firstRecoverabilityPoint");
+            backup_status.last_successful_backup = time_field(window, "lastSuccessfulBackupTime");
+            backup_status.last_failed_backup = time_field(window, "lastFailedBackupTime");
+        }
+        specific.push(backup_condition(&backup_status, cluster.as_deref(), policy));
+    }
+
+    let ready = summarize(&specific);
+    let mut all = vec![ready];
+    all.extend(specific);
+    ObservedDatabase {
+        conditions: all,
+        status: AppDatabaseStatus {
+            cluster: Some(cluster_name),
+            endpoints: Some(Endpoints {
+                read_write: naming::read_write_host(app, namespace),
+                read: format!(
+                    "{}.{namespace}.svc.cluster.local",
+                    naming::read_service(app)
+                ),
+                pooler: db
+                    .spec
+                    .pooler
+                    .as_ref()
+                    .map(|_| format!("{}.{namespace}.svc.cluster.local", naming::pooler(app))),
+                port: 5432,
+            }),
+            credentials_secret: Some(naming::credentials_secret(app)),
+            key_vault_secret: Some(db.key_vault_password_secret()),
+            backup: Some(backup_status),
+            ..db.status.clone().unwrap_or_default()
+        },
+    }
+}
+
+/// `Ready` is `True` when the cluster, its credentials and its backup storage are in place and
+/// backups are not failing. A database still waiting for its first backup is ready.
+fn summarize(specific: &[Observed]) -> Observed {
+    let blocking = specific.iter().find(|c| match c.type_ {
+        conditions::BACKUP_READY => c.status == Status::False,
+        _ => c.status != Status::True,
+    });
+    match blocking {
+        Some(c) => Observed::new(
+            conditions::READY,
+            if c.status == Status::Unknown {
+                Status::Unknown
+            } else {
+                Status::False
+            },
+            c.reason.clone(),
+            c.message.clone(),
+        ),
+        None => Observed::new(
+            conditions::READY,
+            Status::True,
+            "Ready",
+            "the database is ready",
+        ),
+    }
+}
+
+fn cluster_condition(cluster: &DynamicObject, instances: i32) -> Observed {
+    let phase = cluster
+        .data
+        .pointer("/status/phase")
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
+    let ready_instances = cluster
+        .data
+        .pointer("/status/readyInstances")
+        .and_then(|p| p.as_i64())
+        .unwrap_or(0);
+    match child_ready_condition(cluster) {
+        Some((true, _, _)) => Observed::new(
+            conditions::CLUSTER_READY,
+            Status::True,
+            "ClusterHealthy",
+            format!("{ready_instances}/{instances} instances ready"),
+        ),
+        Some((false, reason, message)) => Observed::new(
+            conditions::CLUSTER_READY,
+            Status::False,
+            "ClusterNotHealthy",
+            format!(
+                "CloudNativePG reports {}: {reason} {message} ({ready_instances}/{instances} instances ready)",
+                if phase.is_empty() { "not ready" } else { phase }
+            ),
+        ),
+        None => Observed::new(
+            conditions::CLUSTER_READY,
+            Status::Unknown,
+            "ClusterCreating",
+            format!(
+                "waiting for CloudNativePG to report on the cluster{}",
+                if phase.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (phase: {phase})")
+                }
+            ),
+        ),
+    }
+}
+
+fn time_field(
+    value: &serde_json::Value,
+    field: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    value
+        .get(field)
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+}
+
+/// Base backups must be no older than a day plus slack; WAL archiving must be working.
+fn backup_condition(
+    backup: &BackupStatus,
+    cluster: Option<&DynamicObject>,
+    policy: &BackupPolicySpec,
+) -> Observed {
+    let archiving = cluster.and_then(|c| {
+        c.data
+            .pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|cond| cond.get("type").and_then(|t| t.as_str()) == Some("ContinuousArchiving"))
+            .cloned()
+    });
+    if let Some(archiving) = &archiving
+        && archiving.get("status").and_then(|s| s.as_str()) == Some("False")
+    {
+        let message = archiving
+            .get("message")
+            .and_then(|s| s.as_str())
+            .unwrap_or("WAL archiving is failing");
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::False,
+            "WALArchivingFailing",
+            format!(
+                "WAL archiving to the Blob container is failing: {message}; check the SAS token and the storage account"
+            ),
+        );
+    }
+    let Some(last) = &backup.last_successful_backup else {
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::Unknown,
+            "WaitingForFirstBackup",
+            format!(
+                "no base backup has completed yet (schedule: {} UTC)",
+                policy.schedule
+            ),
+        );
+    };
+    let age = jiff::Timestamp::now().duration_since(last.0);
+    if policy.suspend {
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::True,
+            "BackupsSuspended",
+            format!(
+                "scheduled backups are suspended by the policy; last base backup {last}",
+                last = last.0
+            ),
+        );
+    }
+    if age > jiff::SignedDuration::from_hours(25) {
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::False,
+            "BackupStale",
+            format!(
+                "the last base backup completed at {}, more than 25 hours ago: check the ScheduledBackup and the backup logs",
+                last.0
+            ),
+        );
+    }
+    Observed::new(
+        conditions::BACKUP_READY,
+        Status::True,
+        "BackupsHealthy",
+        format!("last base backup completed at {}", last.0),
+    )
+}
+
+async fn write_status(
+    db: &AppDatabase,
+    api: &Api<AppDatabase>,
+    ctx: &Context,
+    observed: ObservedDatabase,
+) -> Result<(), Error> {
+    let previous = db.status.clone().unwrap_or_default();
+    let mut status = observed.status;
+    status.observed_generation = db.meta().generation;
+    status.conditions = conditions::merge(
+        &previous.conditions,
+        &observed.conditions,
+        db.meta().generation,
+        &now(),
+    );
+    let changed = status::patch_if_changed(api, db, db.status.as_ref(), &status).await?;
+    if changed {
+        ctx.metrics
+            .status_patches
+            .get_or_create(&crate::metrics::KindLabels { kind: KIND })
+            .inc();
+        super::publish_transitions(
+            &ctx.events,
+            &object_reference(db),
+            &previous.conditions,
+            &status.conditions,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
+    if !finalizer::has_finalizer(db) {
+        return Ok(Action::await_change());
+    }
+    let app = db.app_name();
+    let reference = object_reference(db);
+    match db.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            ctx.events
+                .publish(
+                    &reference,
+                    false,
+                    "DataRetained",
+                    "Delete",
+                    format!(
+                        "deletionPolicy is Retain: kept the CloudNativePG cluster {} and its volumes, the ObjectStore {}, the backup container and the Key Vault secrets; re-create the AppDatabase to adopt them again",
+                        naming::cluster(app),
+                        naming::backup_object_store(app)
+                    ),
+                )
+                .await;
+        }
+        DeletionPolicy::Delete => {
+            let namespace = db.namespace().unwrap_or_default();
+            let uid = db.meta().uid.clone().unwrap_or_default();
+            let owner_key = format!("{KIND}/{}", db.name_any());
+            for child in ctx.children.owned_by(&namespace, &uid, &owner_key) {
+                ctx.children.delete(&child).await?;
+            }
+            ctx.events
+                .publish(
+                    &reference,
+                    false,
+                    "DataDeleted",
+                    "Delete",
+                    format!(
+                        "deletionPolicy is Delete: deleted the CloudNativePG cluster {} and its backup configuration",
+                        naming::cluster(app)
+                    ),
+                )
+                .await;
+        }
+    }
+    finalizer::remove(api, db).await?;
+    Ok(Action::await_change())
+}
+
+fn type_of(object: &DynamicObject) -> (String, String) {
+    object
+        .types
+        .as_ref()
+        .map(|t| (t.api_version.clone(), t.kind.clone()))
+        .unwrap_or_default()
+}

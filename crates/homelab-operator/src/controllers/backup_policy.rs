@@ -1,0 +1,116 @@
+//! The BackupPolicy controller: validates the policy, reports which databases use it, and (with
+//! `drill`) runs restore drills.
+
+use std::sync::Arc;
+
+use homelab_api::BackupPolicy;
+use homelab_api::backup_policy::BackupPolicyStatus;
+use homelab_api::conditions::{self, Observed, Status};
+use kube::api::Api;
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::{Context, Error, now, object_reference};
+use crate::kubernetes::status;
+
+pub const KIND: &str = "BackupPolicy";
+
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<BackupPolicy>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let policy = match &guard.0 {
+        Ok(policy) => policy,
+        Err(invalid) => return super::report_invalid::<BackupPolicy>(invalid, &ctx).await,
+    };
+    if policy.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let _timer = ctx.metrics.start_reconcile(KIND);
+    ctx.caches_ready().await;
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let databases = ctx
+        .databases
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|db| db.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|db| {
+            db.spec
+                .backup
+                .as_ref()
+                .is_some_and(|b| b.policy_ref.name == name)
+        })
+        .count();
+
+    let mut observed = Vec::new();
+    let mut status = BackupPolicyStatus {
+        databases: Some(i32::try_from(databases).unwrap_or(i32::MAX)),
+        ..policy.status.clone().unwrap_or_default()
+    };
+    let validation = validate(policy);
+    match &validation {
+        Ok(cnpg_schedule) => {
+            status.cnpg_schedule = Some(cnpg_schedule.clone());
+            observed.push(Observed::new(
+                conditions::POLICY_APPLIED,
+                Status::True,
+                "PolicyValid",
+                format!(
+                    "base backups at {} UTC (CloudNativePG schedule {cnpg_schedule}), retention {}, WAL archived at least every {}; used by {databases} database(s)",
+                    policy.spec.schedule, policy.spec.retention, policy.spec.wal_archive_timeout
+                ),
+            ));
+        }
+        Err(err) => {
+            status.cnpg_schedule = None;
+            observed.push(Observed::new(
+                conditions::POLICY_APPLIED,
+                Status::False,
+                err.reason(),
+                err.to_string(),
+            ));
+        }
+    }
+    let ready = conditions::summarize(&observed, "the policy is valid and applied");
+    observed.insert(0, ready);
+
+    let previous = policy.status.clone().unwrap_or_default();
+    status.observed_generation = policy.meta().generation;
+    status.conditions = conditions::merge(
+        &previous.conditions,
+        &observed,
+        policy.meta().generation,
+        &now(),
+    );
+    if status::patch_if_changed(&api, policy, policy.status.as_ref(), &status).await? {
+        ctx.metrics
+            .status_patches
+            .get_or_create(&crate::metrics::KindLabels { kind: KIND })
+            .inc();
+        super::publish_transitions(
+            &ctx.events,
+            &object_reference(policy),
+            &previous.conditions,
+            &status.conditions,
+        )
+        .await;
+    }
+    Ok(Action::requeue(ctx.config.resync()))
+}
+
+/// Checks what the schema cannot: that the schedules are cron expressions CloudNativePG accepts.
+/// Returns the base-backup schedule in CloudNativePG's six-field form.
+fn validate(policy: &BackupPolicy) -> Result<String, Error> {
+    let schedule = homelab_render::cron::to_cnpg_schedule(&policy.spec.schedule)
+        .map_err(|e| Error::InvalidSpec(format!("spec.schedule: {e}")))?;
+    if let Some(drill) = &policy.spec.drill {
+        homelab_render::cron::to_cnpg_schedule(&drill.schedule)
+            .map_err(|e| Error::InvalidSpec(format!("spec.drill.schedule: {e}")))?;
+    }
+    Ok(schedule)
+}

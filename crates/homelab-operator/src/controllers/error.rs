@@ -1,0 +1,105 @@
+//! Why a reconciliation failed. Each error has a category that becomes the condition reason and
+//! the Event reason, and a message written for the person reading `kubectl describe`.
+
+use std::time::Duration;
+
+use crate::kubernetes::children::ChildError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec passed admission but cannot be turned into child objects.
+    #[error("{0}")]
+    InvalidSpec(String),
+
+    /// A referenced object does not exist.
+    #[error(
+        "{kind} {name:?} does not exist in namespace {namespace}: create it or fix the reference"
+    )]
+    MissingReference {
+        kind: &'static str,
+        name: String,
+        namespace: String,
+    },
+
+    /// A kind the resource needs is not installed in the cluster.
+    #[error("{0}")]
+    MissingCrd(String),
+
+    /// Applying or deleting a child failed.
+    #[error("{0}")]
+    Child(#[from] ChildError),
+
+    /// Any other apiserver failure.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+
+    /// Azure failed or refused a request.
+    #[error("{0}")]
+    Azure(#[from] homelab_azure::AzureError),
+
+    /// The External Secrets store a database names cannot give its Key Vault URL.
+    #[error("{0}")]
+    SecretStore(String),
+}
+
+impl Error {
+    /// The condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::MissingReference { kind, .. } => match *kind {
+                "AppDatabase" => "DatabaseNotFound",
+                "BackupPolicy" => "BackupPolicyNotFound",
+                _ => "ReferenceNotFound",
+            },
+            Error::MissingCrd(_) => "CRDNotInstalled",
+            Error::Child(err) if err.api_status() == Some(422) => "ChildRejected",
+            Error::Child(_) => "ApplyFailed",
+            Error::Kube(_) => "KubernetesAPIError",
+            Error::Azure(err) => crate::azure::reason(err),
+            Error::SecretStore(_) => "SecretStoreNotUsable",
+        }
+    }
+
+    /// Whether retrying soon can help. Permanent errors wait for the user to change something
+    /// (every change re-triggers reconciliation), so they are retried only slowly.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::InvalidSpec(_)
+            | Error::MissingReference { .. }
+            | Error::MissingCrd(_)
+            | Error::SecretStore(_) => false,
+            Error::Child(err) => err.api_status() != Some(422),
+            Error::Kube(_) => true,
+            Error::Azure(err) => err.is_transient(),
+        }
+    }
+}
+
+impl Error {
+    /// How long the far side asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Azure(err) => err.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// Exponential backoff for transient failures: 1s, 2s, 4s … capped at five minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let seconds = 1u64 << failures.min(9);
+    Duration::from_secs(seconds.min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(30), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,253 @@
+//! Shared helpers for the controller tests: an operator instance per test, restricted to the
+//! test's namespace, and polling helpers.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use homelab_api::{AppDatabase, BackupPolicy, HomelabApp};
+use homelab_testenv::TestEnv;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+/// An operator running in this process until dropped.
+pub struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub http_port: u16,
+}
+
+impl Operator {
+    pub async fn start(namespace: &str) -> Operator {
+        Self::start_with(namespace, &[]).await
+    }
+
+    pub async fn start_with(namespace: &str, extra: &[&str]) -> Operator {
+        // Operator logs are shown with the output of a failing test.
+        homelab_operator::telemetry::init(homelab_operator::config::LogFormat::Text);
+        let env = TestEnv::get().await;
+        let client = env.client().await.expect("client");
+        let http_port = free_port();
+        let mut args = vec![
+            format!("--namespaces={namespace}"),
+            format!("--http-addr=127.0.0.1:{http_port}"),
+            "--leader-election=false".to_string(),
+            "--resync-seconds=3600".to_string(),
+            "--azure=false".to_string(),
+        ];
+        // Settings given by the test replace the defaults above.
+        args.retain(|default| {
+            let key = default.split('=').next().unwrap_or_default();
+            !extra.iter().any(|e| e.split('=').next() == Some(key))
+        });
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = homelab_operator::config::RunConfig::from_args(args).expect("config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(err) = homelab_operator::run(config, client, shutdown).await {
+                panic!("operator failed: {err}");
+            }
+        });
+        Operator {
+            stop: Some(stop),
+            task: Some(task),
+            http_port,
+        }
+    }
+
+    /// Stops the operator and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// The value of a metric line (sum over label sets that contain `labels`).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let body = http_get(self.http_port, "/metrics")
+            .await
+            .unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn resource(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let plural = match kind {
+        "Cluster" => "clusters",
+        "ObjectStore" => "objectstores",
+        "ScheduledBackup" => "scheduledbackups",
+        "Backup" => "backups",
+        "Pooler" => "poolers",
+        "PodMonitor" => "podmonitors",
+        "ExternalSecret" => "externalsecrets",
+        "Deployment" => "deployments",
+        "Service" => "services",
+        "Ingress" => "ingresses",
+        "HTTPRoute" => "httproutes",
+        "NetworkPolicy" => "networkpolicies",
+        "PersistentVolumeClaim" => "persistentvolumeclaims",
+        other => panic!("unknown kind {other}"),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+pub fn dynamic_api(
+    client: &Client,
+    namespace: &str,
+    api_version: &str,
+    kind: &str,
+) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &resource(api_version, kind))
+}
+
+/// Applies every document of an example file to `namespace`.
+pub async fn apply_example(client: &Client, namespace: &str, file: &str) {
+    let path = homelab_testenv::repo_root().join("examples").join(file);
+    apply_file(client, namespace, &path).await;
+}
+
+pub async fn apply_file(client: &Client, namespace: &str, path: &Path) {
+    let text = std::fs::read_to_string(path).expect("read example");
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let value: serde_json::Value =
+            serde::Deserialize::deserialize(document).expect("parse example");
+        if value.is_null() {
+            continue;
+        }
+        apply_value(client, namespace, value).await;
+    }
+}
+
+pub async fn apply_value(client: &Client, namespace: &str, value: serde_json::Value) {
+    let kind = value["kind"].as_str().unwrap_or_default().to_string();
+    let name = value["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let params = PatchParams::apply("test").force();
+    match kind.as_str() {
+        "AppDatabase" => {
+            apply_typed::<AppDatabase>(client, namespace, &name, &value, &params).await
+        }
+        "HomelabApp" => apply_typed::<HomelabApp>(client, namespace, &name, &value, &params).await,
+        "BackupPolicy" => {
+            apply_typed::<BackupPolicy>(client, namespace, &name, &value, &params).await
+        }
+        other => panic!("unexpected kind {other} in example"),
+    }
+}
+
+async fn apply_typed<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    value: &serde_json::Value,
+    params: &PatchParams,
+) where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(name, params, &Patch::Apply(value))
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+/// Write requests recorded in the audit log for `namespace` after byte `offset`, excluding
+/// those made by the test itself (field manager `test` cannot be seen here, so the caller
+/// must not write during the window).
+pub async fn audit_writes(namespace: &str, offset: u64) -> Vec<String> {
+    let Some(path) = TestEnv::get().await.audit_log_path() else {
+        panic!("the test environment has no audit log");
+    };
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(offset).unwrap_or(0).min(text.len());
+    String::from_utf8_lossy(&text[start..])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| e["objectRef"]["namespace"] == namespace)
+        .map(|e| {
+            format!(
+                "{} {}/{} by {}",
+                e["verb"].as_str().unwrap_or_default(),
+                e["objectRef"]["resource"].as_str().unwrap_or_default(),
+                e["objectRef"]["name"].as_str().unwrap_or_default(),
+                e["userAgent"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+pub async fn audit_offset() -> u64 {
+    let env = TestEnv::get().await;
+    env.audit_log_path()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
