@@ -414,7 +414,7 @@ mod tests {
         // The workload identity credential reads its token file when built.
         let token_file = secret_file.with_extension("token");
         std::fs::write(&token_file, "eyJ.projected.token").unwrap();
-        let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47".to_owned();
+        let tenant = "0e5f0a1c-7d3b-4c1e-9a55-3f2d6b8c4e71".to_owned();
         for credential in [
             CredentialConfig::WorkloadIdentity {
                 client_id: Some("c".into()),
@@ -450,7 +450,7 @@ mod tests {
     fn a_missing_client_secret_file_is_a_config_error() {
         let config = AzureConfig {
             credential: CredentialConfig::ServicePrincipal {
-                tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+                tenant_id: "0e5f0a1c-7d3b-4c1e-9a55-3f2d6b8c4e71".into(),
                 client_id: "c".into(),
                 client_secret_file: "/nonexistent/secret".into(),
             },

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
 /// The tenant named in emulator tokens.
-pub const EMULATOR_TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub const EMULATOR_TENANT_ID: &str = "0e5f0a1c-7d3b-4c1e-9a55-3f2d6b8c4e71";
 /// The object id of the principal named in emulator tokens.
 pub const EMULATOR_OBJECT_ID: &str = "d5b5a6a6-0c5e-4f0e-9a3e-2f3f2c1a7b11";
 
