@@ -83,14 +83,27 @@ async fn examples_converge_into_owned_children() {
             .map(String::as_str),
         Some("AppDatabase/linkding")
     );
-    let store = wait_exists(&client, &ns, BARMAN, "ObjectStore", "linkding-db-backup").await;
-    assert!(store.owner_references().is_empty());
-
+    // So are the Secrets the retained cluster keeps using.
     for (api_version, kind, name) in [
-        (CNPG, "ScheduledBackup", "linkding-db-backup"),
+        (BARMAN, "ObjectStore", "linkding-db-backup"),
         (ESO, "ExternalSecret", "linkding-db-credentials"),
         (ESO, "ExternalSecret", "linkding-db-backup-sas"),
     ] {
+        let child = wait_exists(&client, &ns, api_version, kind, name).await;
+        assert!(
+            child.owner_references().is_empty(),
+            "Retain: {kind} {name} must have no ownerReference"
+        );
+        assert_eq!(
+            child
+                .annotations()
+                .get(naming::ANNOTATION_OWNER)
+                .map(String::as_str),
+            Some("AppDatabase/linkding")
+        );
+    }
+
+    for (api_version, kind, name) in [(CNPG, "ScheduledBackup", "linkding-db-backup")] {
         let child = wait_exists(&client, &ns, api_version, kind, name).await;
         let owner = &child.owner_references()[0];
         assert_eq!(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use homelab_api::common::{SecretStoreKind, SecretStoreRef};
+use homelab_api::common::{DeletionPolicy, SecretStoreKind, SecretStoreRef};
 use homelab_api::naming;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
@@ -84,7 +84,10 @@ pub(super) fn credentials(ctx: &Context) -> DynamicObject {
         &ctx.owner,
         name,
         ctx.labels(naming::COMPONENT_DATABASE),
-        Ownership::Owned,
+        // The retained cluster keeps using this Secret: it shares the cluster's fate.
+        Ownership::DataBearing {
+            owned: ctx.deletion_policy == DeletionPolicy::Delete,
+        },
     );
     meta::dynamic(&EXTERNAL_SECRET, metadata, body)
 }
@@ -117,7 +120,10 @@ pub(super) fn sas_token(
         &ctx.owner,
         name,
         ctx.labels(naming::COMPONENT_BACKUP),
-        Ownership::Owned,
+        // A retained cluster keeps archiving WAL with this token: it shares the cluster's fate.
+        Ownership::DataBearing {
+            owned: ctx.deletion_policy == DeletionPolicy::Delete,
+        },
     );
     meta::dynamic(&EXTERNAL_SECRET, metadata, body)
 }

@@ -38,8 +38,10 @@ pub(crate) use external_secret::spec as external_secret_spec;
 /// - with `spec.pooler`: `Pooler` `{app}-db-pooler`;
 /// - with `monitoring.podMonitor`: `PodMonitor`s for the instances and the pooler.
 ///
-/// Under `deletionPolicy: Retain` the `Cluster` and the `ObjectStore` carry no ownerReference, so
-/// that deleting the `AppDatabase` never deletes the data.
+/// Under `deletionPolicy: Retain` the `Cluster`, the `ObjectStore` and the two `ExternalSecret`s
+/// the running cluster depends on (its credentials and its backup SAS token) carry no
+/// ownerReference, so that deleting the `AppDatabase` neither deletes the data nor stops the
+/// retained cluster from archiving.
 pub fn render_app_database(
     database: &AppDatabase,
     facts: &AppDatabaseFacts,
