@@ -359,9 +359,15 @@ pub struct AppSecret {
     pub mount_path: Option<String>,
 }
 
-/// A persistent volume.
+/// A persistent volume. Its claim can grow but not shrink, and cannot change storage class.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
+     "message": "volume size can grow but never shrink", "fieldPath": ".size"},
+    {"rule": "has(self.storageClass) == has(oldSelf.storageClass) && (!has(self.storageClass) || self.storageClass == oldSelf.storageClass)",
+     "message": "storageClass is immutable: a volume cannot move to another storage class; add a volume under a new name instead", "fieldPath": ".storageClass", "reason": "FieldValueForbidden"}
+]))]
 pub struct VolumeSpec {
     /// Volume name; the PersistentVolumeClaim is `{app}-{name}`.
     #[schemars(length(min = 1, max = 12), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
