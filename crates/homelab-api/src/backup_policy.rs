@@ -204,6 +204,10 @@ pub struct AzureCredentials {
     /// when less than a third of their lifetime remains.
     #[serde(default = "default_sas_validity")]
     #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}(h|d)$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.matches('^[1-9][0-9]{0,3}(h|d)$') && int(self.substring(0, size(self)-1)) <= (self.endsWith('h') ? 8760 : 365)",
+         "message": "sasValidity must be between 1h and 365d, in hours (such as 12h) or days (such as 30d)"}
+    ]))]
     pub sas_validity: String,
 }
 
