@@ -1,5 +1,6 @@
 //! Prometheus metrics. Labels are bounded: kinds, outcomes and error categories, never object
-//! names.
+//! names — except the per-database backup and drill gauges ([`DatabaseGauges`]), whose
+//! `namespace` and `database` labels are bounded by the number of AppDatabases.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,11 +46,16 @@ pub struct Metrics {
     pub status_patches: Family<KindLabels, Counter>,
     pub azure_requests: Family<AzureLabels, Counter>,
     pub leader: Gauge,
+    /// `homelab_backup_*`, `homelab_wal_*` and `homelab_restore_drill_*`, per database.
+    pub databases: Arc<DatabaseGauges>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("homelab_operator");
+        let mut root = Registry::default();
+        let databases = Arc::new(DatabaseGauges::default());
+        root.register_collector(Box::new(databases.clone()));
+        let registry = root.sub_registry_with_prefix("homelab_operator");
         let reconciles = Family::<KindLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
@@ -99,7 +105,7 @@ impl Default for Metrics {
             leader.clone(),
         );
         Self {
-            registry,
+            registry: root,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -108,6 +114,7 @@ impl Default for Metrics {
             status_patches,
             azure_requests,
             leader,
+            databases,
         }
     }
 }
@@ -152,5 +159,166 @@ impl Drop for ReconcileTimer {
             .reconciles_in_flight
             .get_or_create(&labels)
             .dec();
+    }
+}
+
+/// What is known about one database's backups and drills, exported per database.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DatabaseBackupFacts {
+    /// When the last base backup completed (Unix seconds).
+    pub last_backup: Option<f64>,
+    /// WAL archiving as CloudNativePG last reported it.
+    pub wal: Option<WalArchiving>,
+    /// Whether the last finished restore drill succeeded.
+    pub drill_succeeded: Option<bool>,
+    /// Seconds the last successful restore drill needed to become healthy.
+    pub drill_recovery_seconds: Option<f64>,
+}
+
+/// WAL archiving as the Cluster's `ContinuousArchiving` condition reports it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WalArchiving {
+    /// Archiving works: CloudNativePG flips the condition to `False` on the first failed
+    /// `archive_command`, so while it is `True` the newest segment is no older than the
+    /// `archive_timeout` the policy sets. Exported as the time of the scrape.
+    Working,
+    /// Archiving has failed since this moment (Unix seconds): nothing newer reached the archive.
+    FailingSince(f64),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct DatabaseLabels {
+    pub namespace: String,
+    pub database: String,
+}
+
+/// The per-database gauges, computed at scrape time from the latest facts, so that a database
+/// or a drill record that goes away takes its series with it.
+#[derive(Debug, Default)]
+pub struct DatabaseGauges {
+    facts: std::sync::Mutex<std::collections::BTreeMap<DatabaseLabels, DatabaseBackupFacts>>,
+}
+
+impl DatabaseGauges {
+    /// Updates what the AppDatabase controller knows (backups and WAL archiving).
+    pub fn set_backups(
+        &self,
+        namespace: &str,
+        database: &str,
+        last_backup: Option<f64>,
+        wal: Option<WalArchiving>,
+    ) {
+        self.update(namespace, database, |f| {
+            f.last_backup = last_backup;
+            f.wal = wal;
+        });
+    }
+
+    /// Updates what the BackupPolicy controller knows (the last finished drill).
+    pub fn set_drill(
+        &self,
+        namespace: &str,
+        database: &str,
+        succeeded: Option<bool>,
+        recovery_seconds: Option<f64>,
+    ) {
+        self.update(namespace, database, |f| {
+            f.drill_succeeded = succeeded;
+            f.drill_recovery_seconds = recovery_seconds;
+        });
+    }
+
+    /// Drops every series of a database that no longer exists.
+    pub fn forget(&self, namespace: &str, database: &str) {
+        if let Ok(mut facts) = self.facts.lock() {
+            facts.remove(&DatabaseLabels {
+                namespace: namespace.to_string(),
+                database: database.to_string(),
+            });
+        }
+    }
+
+    /// The facts of one database (for tests and diagnostics).
+    pub fn get(&self, namespace: &str, database: &str) -> Option<DatabaseBackupFacts> {
+        let facts = self.facts.lock().ok()?;
+        facts
+            .get(&DatabaseLabels {
+                namespace: namespace.to_string(),
+                database: database.to_string(),
+            })
+            .cloned()
+    }
+
+    fn update(
+        &self,
+        namespace: &str,
+        database: &str,
+        change: impl FnOnce(&mut DatabaseBackupFacts),
+    ) {
+        if let Ok(mut facts) = self.facts.lock() {
+            let entry = facts
+                .entry(DatabaseLabels {
+                    namespace: namespace.to_string(),
+                    database: database.to_string(),
+                })
+                .or_default();
+            change(entry);
+        }
+    }
+}
+
+impl prometheus_client::collector::Collector for DatabaseGauges {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let snapshot: Vec<(DatabaseLabels, DatabaseBackupFacts)> = match self.facts.lock() {
+            Ok(facts) => facts.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => return Ok(()),
+        };
+        let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+        type Pick = fn(&DatabaseBackupFacts, f64) -> Option<f64>;
+        let families: [(&str, &str, Pick); 4] = [
+            (
+                "homelab_backup_last_success_timestamp_seconds",
+                "When the last base backup of the database completed (Unix seconds)",
+                |f, _| f.last_backup,
+            ),
+            (
+                "homelab_wal_last_archived_timestamp_seconds",
+                "Newest moment WAL archiving is known to have worked: the scrape time while CloudNativePG reports ContinuousArchiving=True, the time archiving began failing otherwise",
+                |f, now| match f.wal? {
+                    WalArchiving::Working => Some(now),
+                    WalArchiving::FailingSince(since) => Some(since),
+                },
+            ),
+            (
+                "homelab_restore_drill_last_success",
+                "1 when the database's last finished restore drill succeeded, 0 when it failed",
+                |f, _| f.drill_succeeded.map(|s| if s { 1.0 } else { 0.0 }),
+            ),
+            (
+                "homelab_restore_drill_recovery_seconds",
+                "Seconds the last successful restore drill needed until the restored cluster was healthy (the recovery time achieved)",
+                |f, _| f.drill_recovery_seconds,
+            ),
+        ];
+        for (name, help, pick) in families {
+            let values: Vec<(&DatabaseLabels, f64)> = snapshot
+                .iter()
+                .filter_map(|(labels, facts)| Some((labels, pick(facts, now)?)))
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let gauge = ConstGauge::new(0.0f64);
+            let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            for (labels, value) in values {
+                ConstGauge::new(value).encode(family.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -49,7 +49,11 @@ pub async fn reconcile(
 
     let (observed, action) = match converge(db, &ctx).await {
         Ok(converged) => {
-            let requeue = requeue_after(&ctx, converged.next_azure_check);
+            let next_check = match (converged.next_azure_check, converged.next_backup_check) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let requeue = requeue_after(&ctx, next_check);
             match converged.azure_error {
                 Some(err) if err.is_transient() => {
                     // Report the outage, then let the error policy back off (honouring
@@ -97,6 +101,8 @@ struct Converged {
     /// An Azure failure, reported in conditions; the children were still applied.
     azure_error: Option<Error>,
     next_azure_check: Option<jiff::Timestamp>,
+    /// When `BackupReady` flips on its own as time passes (see `backups::next_flip`).
+    next_backup_check: Option<jiff::Timestamp>,
 }
 
 /// What one successful pass observed, turned into status.
@@ -157,8 +163,22 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         server_name: server_name.clone(),
         restore_source,
     };
-    let desired = homelab_render::render_app_database(db, &facts, &ctx.render)
+    let mut desired = homelab_render::render_app_database(db, &facts, &ctx.render)
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+
+    // A restore creates its cluster only when the target lies inside the source's window.
+    let restore_check = super::backups::check_restore(
+        db,
+        ctx,
+        &namespace,
+        ctx.children
+            .get(CNPG_API, "Cluster", &namespace, &naming::cluster(&app))
+            .is_some(),
+        jiff::Timestamp::now(),
+    );
+    if restore_check.as_ref().is_some_and(|c| !c.allow_cluster) {
+        desired.retain(|o| type_of(o).1 != "Cluster");
+    }
 
     // The Azure side first: the ExternalSecrets read what it creates.
     let (azure, azure_error) = match ensure_azure(db, ctx, &namespace, policy.as_ref()).await {
@@ -188,7 +208,10 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         outcome?;
     }
     prune(db, &desired, ctx).await?;
-    if !cluster_existed && ctx.children.has_kind(CNPG_API, "Cluster") {
+    let on_demand_backups =
+        super::backups::on_demand_backups(db, ctx, &namespace, policy.is_some()).await?;
+    let cluster_rendered = desired.iter().any(|o| type_of(o).1 == "Cluster");
+    if !cluster_existed && cluster_rendered && ctx.children.has_kind(CNPG_API, "Cluster") {
         ctx.events
             .publish(
                 &object_reference(db),
@@ -206,6 +229,29 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
 
     // Observe.
     let mut observed = observe(db, ctx, &app, &namespace, &server_name, policy.as_ref());
+    observed.status.on_demand_backups = on_demand_backups;
+    if let Some(check) = restore_check {
+        observed.conditions.push(check.condition);
+        observed.conditions[0] = summarize(&observed.conditions[1..]);
+    }
+    let live_cluster = ctx
+        .children
+        .get(CNPG_API, "Cluster", &namespace, &cluster_name);
+    super::backups::export_metrics(
+        ctx,
+        db,
+        observed.status.backup.as_ref(),
+        live_cluster.as_deref(),
+    );
+    let next_backup_check = match (&policy, observed.status.backup.as_ref()) {
+        (Some(policy), Some(backup)) => super::backups::next_flip(
+            backup,
+            live_cluster.as_deref(),
+            &policy.spec,
+            jiff::Timestamp::now(),
+        ),
+        _ => None,
+    };
     if let Some(ensured) = &azure {
         observed.status.password_origin = Some(ensured.password_origin.to_string());
         if let Some(backup) = observed.status.backup.as_mut() {
@@ -229,6 +275,7 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         observed,
         azure_error,
         next_azure_check: azure.map(|a| a.next_check),
+        next_backup_check,
     })
 }
 
@@ -417,6 +464,15 @@ async fn prune(db: &AppDatabase, desired: &[DynamicObject], ctx: &Context) -> Re
         if child.object.labels().contains_key(naming::LABEL_DRILL) {
             continue;
         }
+        // On-demand backups are records of what was asked for; they stay.
+        if child.kind == "Backup"
+            && child
+                .object
+                .annotations()
+                .contains_key(naming::ANNOTATION_BACKUP_NOW)
+        {
+            continue;
+        }
         tracing::info!(kind = %child.kind, name = %child.object.name_any(), "deleting a child that is no longer wanted");
         ctx.children.delete(&child).await?;
     }
@@ -523,7 +579,12 @@ fn observe(
             backup_status.last_successful_backup = time_field(window, "lastSuccessfulBackupTime");
             backup_status.last_failed_backup = time_field(window, "lastFailedBackupTime");
         }
-        specific.push(backup_condition(&backup_status, cluster.as_deref(), policy));
+        specific.push(super::backups::backup_health(
+            &mut backup_status,
+            cluster.as_deref(),
+            policy,
+            jiff::Timestamp::now(),
+        ));
     }
 
     let ready = summarize(&specific);
@@ -635,78 +696,6 @@ fn time_field(
         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
-/// Base backups must be no older than a day plus slack; WAL archiving must be working.
-fn backup_condition(
-    backup: &BackupStatus,
-    cluster: Option<&DynamicObject>,
-    policy: &BackupPolicySpec,
-) -> Observed {
-    let archiving = cluster.and_then(|c| {
-        c.data
-            .pointer("/status/conditions")?
-            .as_array()?
-            .iter()
-            .find(|cond| cond.get("type").and_then(|t| t.as_str()) == Some("ContinuousArchiving"))
-            .cloned()
-    });
-    if let Some(archiving) = &archiving
-        && archiving.get("status").and_then(|s| s.as_str()) == Some("False")
-    {
-        let message = archiving
-            .get("message")
-            .and_then(|s| s.as_str())
-            .unwrap_or("WAL archiving is failing");
-        return Observed::new(
-            conditions::BACKUP_READY,
-            Status::False,
-            "WALArchivingFailing",
-            format!(
-                "WAL archiving to the Blob container is failing: {message}; check the SAS token and the storage account"
-            ),
-        );
-    }
-    let Some(last) = &backup.last_successful_backup else {
-        return Observed::new(
-            conditions::BACKUP_READY,
-            Status::Unknown,
-            "WaitingForFirstBackup",
-            format!(
-                "no base backup has completed yet (schedule: {} UTC)",
-                policy.schedule
-            ),
-        );
-    };
-    let age = jiff::Timestamp::now().duration_since(last.0);
-    if policy.suspend {
-        return Observed::new(
-            conditions::BACKUP_READY,
-            Status::True,
-            "BackupsSuspended",
-            format!(
-                "scheduled backups are suspended by the policy; last base backup {last}",
-                last = last.0
-            ),
-        );
-    }
-    if age > jiff::SignedDuration::from_hours(25) {
-        return Observed::new(
-            conditions::BACKUP_READY,
-            Status::False,
-            "BackupStale",
-            format!(
-                "the last base backup completed at {}, more than 25 hours ago: check the ScheduledBackup and the backup logs",
-                last.0
-            ),
-        );
-    }
-    Observed::new(
-        conditions::BACKUP_READY,
-        Status::True,
-        "BackupsHealthy",
-        format!("last base backup completed at {}", last.0),
-    )
-}
-
 async fn write_status(
     db: &AppDatabase,
     api: &Api<AppDatabase>,
@@ -745,6 +734,9 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
     }
     let app = db.app_name();
     let reference = object_reference(db);
+    ctx.metrics
+        .databases
+        .forget(&db.namespace().unwrap_or_default(), &db.name_any());
     match db.spec.deletion_policy {
         DeletionPolicy::Retain => {
             ctx.events

@@ -5,9 +5,12 @@
 
 pub mod app_database;
 pub mod backup_policy;
+pub mod backups;
+pub mod drills;
 pub mod error;
 pub mod finalizer;
 pub mod homelab_app;
+pub mod schedule;
 pub mod supervisor;
 
 use std::collections::HashMap;

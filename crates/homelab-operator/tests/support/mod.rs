@@ -29,6 +29,25 @@ impl Operator {
     }
 
     pub async fn start_with(namespace: &str, extra: &[&str]) -> Operator {
+        Self::start_full(namespace, extra, None).await
+    }
+
+    /// An operator whose Azure side talks to the given clients (the emulators in tests).
+    pub async fn start_with_azure(
+        namespace: &str,
+        extra: &[&str],
+        azure: homelab_azure::AzureClients,
+    ) -> Operator {
+        let mut extra = extra.to_vec();
+        extra.push("--azure=true");
+        Self::start_full(namespace, &extra, Some(azure)).await
+    }
+
+    async fn start_full(
+        namespace: &str,
+        extra: &[&str],
+        azure: Option<homelab_azure::AzureClients>,
+    ) -> Operator {
         // Operator logs are shown with the output of a failing test.
         homelab_operator::telemetry::init(homelab_operator::config::LogFormat::Text);
         let env = TestEnv::get().await;
@@ -53,7 +72,7 @@ impl Operator {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(err) = homelab_operator::run(config, client, shutdown).await {
+            if let Err(err) = homelab_operator::run_with(config, client, azure, shutdown).await {
                 panic!("operator failed: {err}");
             }
         });

@@ -1,0 +1,599 @@
+//! The AppDatabase's backup side: point-in-time restore checks, on-demand backups and backup
+//! health. Called from the AppDatabase controller; everything here either is pure (given the
+//! current time) or goes through the child caches, so an unchanged world costs no writes.
+
+use homelab_api::app_database::{AppDatabase, BackupStatus, OnDemandBackup};
+use homelab_api::backup_policy::BackupPolicySpec;
+use homelab_api::conditions::{self, Observed, Status};
+use homelab_api::naming;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+
+use super::schedule::{self, Schedule};
+use super::{Context, Error, object_reference};
+use crate::metrics::WalArchiving;
+
+const CNPG_API: &str = "postgresql.cnpg.io/v1";
+const BARMAN_API: &str = "barmancloud.cnpg.io/v1";
+
+/// How many on-demand backups `status.onDemandBackups` keeps.
+pub const ON_DEMAND_HISTORY: usize = 5;
+
+/// Whether a restore may create its cluster.
+pub struct RestoreCheck {
+    pub condition: Observed,
+    /// `false`: the Cluster must not be created (it would fail).
+    pub allow_cluster: bool,
+}
+
+/// Checks `spec.restore` before the restored cluster exists: the target time must not lie in the
+/// future (the schema cannot say, CEL has no clock) and must lie inside the source's recovery
+/// window, from its first recoverability point (reported by the source's `ObjectStore` under its
+/// server name) until now. Once the cluster exists the restore has happened and is not checked
+/// again (retention moves the window on).
+pub fn check_restore(
+    db: &AppDatabase,
+    ctx: &Context,
+    namespace: &str,
+    cluster_exists: bool,
+    now: jiff::Timestamp,
+) -> Option<RestoreCheck> {
+    let restore = db.spec.restore.as_ref()?;
+    let target = restore.target_time.as_ref().map(|t| t.0);
+    let target_text = target
+        .map(|t| format!("to {t}"))
+        .unwrap_or_else(|| "to the latest archived point".to_string());
+    let server_name = super::app_database::server_name(db);
+
+    // Where the source's recovery window is reported.
+    let (source, store_name, source_server) = if let Some(source) = &restore.from.app_database {
+        let source_db = ctx.database(namespace, source);
+        let store = source_db
+            .as_ref()
+            .map(|s| naming::backup_object_store(s.app_name()));
+        let server = source_db
+            .as_ref()
+            .map(|s| super::app_database::server_name(s));
+        (format!("AppDatabase {source}"), store, server)
+    } else if let Some(archive) = &restore.from.archive {
+        (
+            format!(
+                "archive {}/{} (container/server)",
+                archive.container, archive.server_name
+            ),
+            Some(naming::restore_object_store(db.app_name())),
+            Some(archive.server_name.clone()),
+        )
+    } else {
+        return None;
+    };
+
+    if cluster_exists {
+        return Some(RestoreCheck {
+            condition: Observed::new(
+                conditions::RESTORE_READY,
+                Status::True,
+                "Restored",
+                format!(
+                    "the cluster was created from the backups of {source}, recovering {target_text}; it archives under the new server name {server_name}"
+                ),
+            ),
+            allow_cluster: true,
+        });
+    }
+    let blocked = |reason: &str, message: String| RestoreCheck {
+        condition: Observed::new(conditions::RESTORE_READY, Status::False, reason, message),
+        allow_cluster: false,
+    };
+    if let Some(target) = target
+        && target > now
+    {
+        return Some(blocked(
+            "TargetTimeInFuture",
+            format!(
+                "spec.restore.targetTime {target} lies in the future: a restore can only reach a point that is already archived. No cluster was created; re-create the AppDatabase with a targetTime in the past (spec.restore is immutable)"
+            ),
+        ));
+    }
+    let window = match (&store_name, &source_server) {
+        (Some(store), Some(server)) => ctx
+            .children
+            .get(BARMAN_API, "ObjectStore", namespace, store)
+            .and_then(|o| {
+                o.data
+                    .pointer("/status/serverRecoveryWindow")?
+                    .get(server.as_str())
+                    .cloned()
+            }),
+        _ => None,
+    };
+    let first = window
+        .as_ref()
+        .and_then(|w| time_field(w, "firstRecoverabilityPoint"));
+    match (first, restore.from.app_database.is_some()) {
+        (None, true) => Some(blocked(
+            "SourceHasNoBackup",
+            format!(
+                "{source} has no base backup to restore yet (its ObjectStore {} reports no recovery window for server {}); the cluster is created once a base backup exists",
+                store_name.unwrap_or_default(),
+                source_server.unwrap_or_default()
+            ),
+        )),
+        // An archive read through its own read-only ObjectStore: the Barman Cloud Plugin reports
+        // no window for it until a cluster uses it, so only the clock check above applies.
+        (None, false) => Some(RestoreCheck {
+            condition: Observed::new(
+                conditions::RESTORE_READY,
+                Status::True,
+                "RestoreStarting",
+                format!(
+                    "restoring from {source} {target_text}; its recovery window is not reported, so CloudNativePG checks the target; the cluster archives under the new server name {server_name}"
+                ),
+            ),
+            allow_cluster: true,
+        }),
+        (Some(first), _) => match target {
+            Some(target) if target < first => Some(blocked(
+                "TargetTimeBeforeRecoveryWindow",
+                format!(
+                    "spec.restore.targetTime {target} is before the first recoverability point {first} of {source}: backups that old are no longer kept. No cluster was created; re-create the AppDatabase with a targetTime after {first}"
+                ),
+            )),
+            _ => Some(RestoreCheck {
+                condition: Observed::new(
+                    conditions::RESTORE_READY,
+                    Status::True,
+                    "RestoreStarting",
+                    format!(
+                        "restoring from {source} {target_text} (recoverable from {first}); the cluster archives under the new server name {server_name}"
+                    ),
+                ),
+                allow_cluster: true,
+            }),
+        },
+    }
+}
+
+/// Creates the `Backup` asked for by `homelab.io/backup-now=<token>` (once per token), and
+/// reports every on-demand backup, newest first. Publishes an Event when one completes or fails.
+pub async fn on_demand_backups(
+    db: &AppDatabase,
+    ctx: &Context,
+    namespace: &str,
+    has_policy: bool,
+) -> Result<Vec<OnDemandBackup>, Error> {
+    let previous = db
+        .status
+        .as_ref()
+        .map(|s| s.on_demand_backups.clone())
+        .unwrap_or_default();
+    let uid = db.uid().unwrap_or_default();
+    let owner_key = format!("{}/{}", super::app_database::KIND, db.name_any());
+    let mut backups: Vec<(Option<jiff::Timestamp>, OnDemandBackup)> = ctx
+        .children
+        .owned_by(namespace, &uid, &owner_key)
+        .into_iter()
+        .filter(|c| c.kind == "Backup")
+        .filter_map(|c| {
+            let token = c.object.annotations().get(naming::ANNOTATION_BACKUP_NOW)?.clone();
+            let created = c.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            Some((created, backup_entry(&token, &c.object)))
+        })
+        .collect();
+
+    let token = db
+        .annotations()
+        .get(naming::ANNOTATION_BACKUP_NOW)
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    if let Some(token) = token {
+        let known = previous.iter().any(|b| b.token == token)
+            || backups.iter().any(|(_, b)| b.token == token);
+        if !known {
+            if has_policy && ctx.children.has_kind(CNPG_API, "Backup") {
+                let backup = homelab_render::render_on_demand_backup(db, &token, &ctx.render)
+                    .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+                ctx.children.apply(&backup).await?;
+                ctx.events
+                    .publish(
+                        &object_reference(db),
+                        false,
+                        "BackupRequested",
+                        "Backup",
+                        format!(
+                            "created the on-demand Backup {} for {}={token}",
+                            backup.name_any(),
+                            naming::ANNOTATION_BACKUP_NOW
+                        ),
+                    )
+                    .await;
+                backups.push((
+                    Some(jiff::Timestamp::now()),
+                    OnDemandBackup {
+                        token: token.clone(),
+                        backup: backup.name_any(),
+                        phase: "Pending".into(),
+                        started: None,
+                        stopped: None,
+                        error: None,
+                    },
+                ));
+            } else {
+                backups.push((
+                    Some(jiff::Timestamp::now()),
+                    OnDemandBackup {
+                        token: token.clone(),
+                        backup: naming::on_demand_backup(db.app_name(), &token),
+                        phase: "Failed".into(),
+                        started: None,
+                        stopped: None,
+                        error: Some(
+                            "the database has no backup policy (spec.backup.policyRef), so it has nowhere to back up to; no Backup was created"
+                                .into(),
+                        ),
+                    },
+                ));
+            }
+        }
+    }
+    // Backups whose object is gone keep their last reported state.
+    for old in &previous {
+        if !backups.iter().any(|(_, b)| b.token == old.token) {
+            backups.push((None, old.clone()));
+        }
+    }
+    // Newest first: objects by creation time, then entries remembered from status in order.
+    let order: Vec<String> = previous.iter().map(|b| b.token.clone()).collect();
+    backups.sort_by(|(a_time, a), (b_time, b)| match (a_time, b_time) {
+        (Some(a), Some(b)) => b.cmp(a),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => {
+            let position = |t: &str| order.iter().position(|o| o == t);
+            position(&a.token).cmp(&position(&b.token))
+        }
+    });
+    let list: Vec<OnDemandBackup> = backups
+        .into_iter()
+        .map(|(_, b)| b)
+        .take(ON_DEMAND_HISTORY)
+        .collect();
+
+    for backup in &list {
+        let before = previous.iter().find(|p| p.token == backup.token);
+        if before.is_some_and(|p| p.phase == backup.phase) {
+            continue;
+        }
+        let (warning, reason, note) = match backup.phase.as_str() {
+            "Completed" => (
+                false,
+                "OnDemandBackupCompleted",
+                format!(
+                    "the on-demand backup {} ({}={}) completed",
+                    backup.backup,
+                    naming::ANNOTATION_BACKUP_NOW,
+                    backup.token
+                ),
+            ),
+            "Failed" => (
+                true,
+                "OnDemandBackupFailed",
+                format!(
+                    "the on-demand backup {} ({}={}) failed: {}",
+                    backup.backup,
+                    naming::ANNOTATION_BACKUP_NOW,
+                    backup.token,
+                    backup.error.as_deref().unwrap_or("CloudNativePG gave no reason")
+                ),
+            ),
+            _ => continue,
+        };
+        ctx.events
+            .publish(&object_reference(db), warning, reason, "Backup", note)
+            .await;
+    }
+    Ok(list)
+}
+
+/// One on-demand backup as CloudNativePG reports it in the `Backup`'s status.
+fn backup_entry(token: &str, backup: &DynamicObject) -> OnDemandBackup {
+    let status = backup.data.get("status");
+    let text = |field: &str| {
+        status
+            .and_then(|s| s.get(field))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let phase = match text("phase").as_deref() {
+        Some("completed") => "Completed",
+        Some("failed") => "Failed",
+        None | Some("") | Some("pending") => "Pending",
+        Some(_) => "Running",
+    };
+    OnDemandBackup {
+        token: token.to_string(),
+        backup: backup.name_any(),
+        phase: phase.to_string(),
+        started: status.and_then(|s| time_field(s, "startedAt")).map(Time),
+        stopped: status.and_then(|s| time_field(s, "stoppedAt")).map(Time),
+        error: text("error").filter(|e| !e.is_empty()),
+    }
+}
+
+/// WAL archiving as the Cluster's `ContinuousArchiving` condition reports it: CloudNativePG's
+/// instance manager sets it `False` on the first failed `archive_command` and `True` again on the
+/// next success, and only the flips move `lastTransitionTime`. Neither CloudNativePG nor the
+/// Barman Cloud Plugin put the time of the last archived segment in any status, so
+/// `status.backup.lastArchivedWal` is a proxy: while archiving works, the newest of the moment it
+/// (re)started working and the last base backup (which ends with an archived segment); while it
+/// fails, the moment it started failing — nothing newer reached the archive.
+pub fn wal_archiving(cluster: Option<&DynamicObject>) -> Option<(WalArchiving, jiff::Timestamp, String)> {
+    let condition = cluster?
+        .data
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("ContinuousArchiving"))?;
+    let since = time_field(condition, "lastTransitionTime")?;
+    let message = condition
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_string();
+    match condition.get("status").and_then(|s| s.as_str()) {
+        Some("True") => Some((WalArchiving::Working, since, message)),
+        Some("False") => Some((
+            WalArchiving::FailingSince(since.as_millisecond() as f64 / 1000.0),
+            since,
+            message,
+        )),
+        _ => None,
+    }
+}
+
+/// Fills `lastArchivedWal` (see [`wal_archiving`]) and returns the `BackupReady` condition:
+/// `False` when WAL archiving fails (reason `WALArchivingStale` once it has failed for longer than
+/// the policy's `walArchiveTimeout`, the RPO), when the last base backup attempt failed, or when
+/// the last base backup is older than the schedule allows ([`schedule::stale_at`]).
+pub fn backup_health(
+    backup: &mut BackupStatus,
+    cluster: Option<&DynamicObject>,
+    policy: &BackupPolicySpec,
+    now: jiff::Timestamp,
+) -> Observed {
+    let wal = wal_archiving(cluster);
+    let last_backup = backup.last_successful_backup.as_ref().map(|t| t.0);
+    backup.last_archived_wal = wal.as_ref().map(|(state, since, _)| match state {
+        WalArchiving::Working => Time(last_backup.map_or(*since, |b| b.max(*since))),
+        WalArchiving::FailingSince(_) => Time(*since),
+    });
+    let rpo = rpo(policy);
+    if let Some((WalArchiving::FailingSince(_), since, message)) = &wal {
+        let message = if message.is_empty() {
+            "CloudNativePG gives no reason"
+        } else {
+            message.as_str()
+        };
+        let stale = rpo.is_some_and(|rpo| now.duration_since(*since) > rpo);
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::False,
+            if stale {
+                "WALArchivingStale"
+            } else {
+                "WALArchivingFailing"
+            },
+            format!(
+                "WAL archiving has failed since {since}{}: {message}; check the SAS token and the storage account",
+                if stale {
+                    format!(
+                        ", longer than the policy's walArchiveTimeout of {}: a restore now would lose more than the RPO allows",
+                        policy.wal_archive_timeout
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    let Some(last) = last_backup else {
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::Unknown,
+            "WaitingForFirstBackup",
+            format!(
+                "no base backup has completed yet (schedule: {} UTC)",
+                policy.schedule
+            ),
+        );
+    };
+    if let Some(failed) = backup.last_failed_backup.as_ref().map(|t| t.0)
+        && failed > last
+    {
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::False,
+            "BackupFailing",
+            format!(
+                "the last base backup attempt failed at {failed}; the last successful one completed at {last}: check the Backup objects and the backup logs"
+            ),
+        );
+    }
+    if policy.suspend {
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::True,
+            "BackupsSuspended",
+            format!("scheduled backups are suspended by the policy; last base backup {last}"),
+        );
+    }
+    match Schedule::parse(&policy.schedule)
+        .ok()
+        .and_then(|s| schedule::stale_at(&s, last))
+    {
+        Some(deadline) if now >= deadline => Observed::new(
+            conditions::BACKUP_READY,
+            Status::False,
+            "BackupStale",
+            format!(
+                "the last base backup completed at {last}; the schedule {} UTC should have produced a newer one by {deadline}: check the ScheduledBackup and the backup logs",
+                policy.schedule
+            ),
+        ),
+        Some(deadline) => Observed::new(
+            conditions::BACKUP_READY,
+            Status::True,
+            "BackupsHealthy",
+            format!("last base backup completed at {last}; the next one is due by {deadline}"),
+        ),
+        None => Observed::new(
+            conditions::BACKUP_READY,
+            Status::True,
+            "BackupsHealthy",
+            format!("last base backup completed at {last}"),
+        ),
+    }
+}
+
+/// When `BackupReady` would next flip on its own as time passes (the last backup going stale, or
+/// failing archiving exceeding the RPO), so the controller requeues for exactly that moment and
+/// writes nothing in between.
+pub fn next_flip(
+    backup: &BackupStatus,
+    cluster: Option<&DynamicObject>,
+    policy: &BackupPolicySpec,
+    now: jiff::Timestamp,
+) -> Option<jiff::Timestamp> {
+    let candidate = match wal_archiving(cluster) {
+        Some((WalArchiving::FailingSince(_), since, _)) => since.checked_add(rpo(policy)?).ok(),
+        _ if policy.suspend => None,
+        _ => {
+            let last = backup.last_successful_backup.as_ref()?.0;
+            schedule::stale_at(&Schedule::parse(&policy.schedule).ok()?, last)
+        }
+    }?;
+    // One second late, so the comparison has certainly flipped.
+    (candidate > now).then(|| candidate + jiff::SignedDuration::from_secs(1))
+}
+
+/// The policy's RPO: `walArchiveTimeout` as a duration.
+fn rpo(policy: &BackupPolicySpec) -> Option<jiff::SignedDuration> {
+    let text = policy.wal_archive_timeout.trim();
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let number: i64 = number.parse().ok()?;
+    match unit {
+        "s" => Some(jiff::SignedDuration::from_secs(number)),
+        "m" => Some(jiff::SignedDuration::from_mins(number)),
+        _ => None,
+    }
+}
+
+/// Exports what the status says about this database's backups.
+pub fn export_metrics(ctx: &Context, db: &AppDatabase, backup: Option<&BackupStatus>, cluster: Option<&DynamicObject>) {
+    let namespace = db.namespace().unwrap_or_default();
+    let last = backup
+        .and_then(|b| b.last_successful_backup.as_ref())
+        .map(|t| t.0.as_millisecond() as f64 / 1000.0);
+    let wal = db
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|_| wal_archiving(cluster))
+        .map(|(state, _, _)| state);
+    ctx.metrics
+        .databases
+        .set_backups(&namespace, &db.name_any(), last, wal);
+}
+
+pub(crate) fn time_field(value: &serde_json::Value, field: &str) -> Option<jiff::Timestamp> {
+    value
+        .get(field)
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn policy(schedule: &str) -> BackupPolicySpec {
+        serde_json::from_value(json!({
+            "schedule": schedule,
+            "walArchiveTimeout": "5m",
+            "storage": {"azure": {"storageAccount": "acct"}}
+        }))
+        .unwrap()
+    }
+
+    fn cluster(archiving: &str, since: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": CNPG_API, "kind": "Cluster", "metadata": {"name": "c"},
+            "status": {"conditions": [{"type": "ContinuousArchiving", "status": archiving,
+                "reason": "x", "message": "archive failed", "lastTransitionTime": since}]}
+        }))
+        .unwrap()
+    }
+
+    fn t(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn daily_backups_go_stale_after_the_missed_run_plus_slack() {
+        let mut backup = BackupStatus {
+            last_successful_backup: Some(Time(t("2026-11-25T01:05:00Z"))),
+            ..BackupStatus::default()
+        };
+        let p = policy("0 1 * * *");
+        let fresh = backup_health(&mut backup, None, &p, t("2026-11-26T01:59:00Z"));
+        assert_eq!(fresh.status, Status::True, "{fresh:?}");
+        let stale = backup_health(&mut backup, None, &p, t("2026-11-26T02:00:00Z"));
+        assert_eq!((stale.status, stale.reason.as_str()), (Status::False, "BackupStale"));
+        assert_eq!(
+            next_flip(&backup, None, &p, t("2026-11-25T12:00:00Z")),
+            Some(t("2026-11-26T02:00:01Z"))
+        );
+        // An hourly schedule allows about an hour and ten minutes.
+        let hourly = policy("0 * * * *");
+        let stale = backup_health(&mut backup, None, &hourly, t("2026-11-25T02:10:00Z"));
+        assert_eq!(stale.status, Status::False);
+    }
+
+    #[test]
+    fn failing_archiving_turns_stale_after_the_rpo() {
+        let mut backup = BackupStatus {
+            last_successful_backup: Some(Time(t("2026-11-26T01:00:00Z"))),
+            ..BackupStatus::default()
+        };
+        let p = policy("0 1 * * *");
+        let c = cluster("False", "2026-11-26T10:00:00Z");
+        let failing = backup_health(&mut backup, Some(&c), &p, t("2026-11-26T10:04:00Z"));
+        assert_eq!(failing.reason, "WALArchivingFailing");
+        assert_eq!(backup.last_archived_wal, Some(Time(t("2026-11-26T10:00:00Z"))));
+        assert_eq!(
+            next_flip(&backup, Some(&c), &p, t("2026-11-26T10:04:00Z")),
+            Some(t("2026-11-26T10:05:01Z"))
+        );
+        let stale = backup_health(&mut backup, Some(&c), &p, t("2026-11-26T10:06:00Z"));
+        assert_eq!((stale.status, stale.reason.as_str()), (Status::False, "WALArchivingStale"));
+        // Working archiving: the proxy is the newer of the flip and the last backup.
+        let ok = cluster("True", "2026-11-20T00:00:00Z");
+        let healthy = backup_health(&mut backup, Some(&ok), &p, t("2026-11-26T10:06:00Z"));
+        assert_eq!(healthy.status, Status::True);
+        assert_eq!(backup.last_archived_wal, Some(Time(t("2026-11-26T01:00:00Z"))));
+    }
+
+    #[test]
+    fn a_failed_attempt_after_the_last_success_is_reported() {
+        let mut backup = BackupStatus {
+            last_successful_backup: Some(Time(t("2026-11-25T01:00:00Z"))),
+            last_failed_backup: Some(Time(t("2026-11-26T01:00:00Z"))),
+            ..BackupStatus::default()
+        };
+        let c = backup_health(&mut backup, None, &policy("0 1 * * *"), t("2026-11-26T01:10:00Z"));
+        assert_eq!(c.reason, "BackupFailing");
+    }
+}

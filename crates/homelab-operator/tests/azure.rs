@@ -1,0 +1,385 @@
+//! The Azure side of databases through the controller, against the Azure emulators (Azurite for
+//! Blob Storage, the Key Vault emulator) and the real control plane: every database gets its
+//! password, container and SAS token; a password is generated once and never again — not after a
+//! restart, an outage, or a deleted and re-created AppDatabase.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use homelab_api::AppDatabase;
+use homelab_azure::{
+    AzureClients, AzureConfig, BlobStore, ContainerName, ContainerOutcome, RetryConfig, SecretName,
+    SecretValue, SecretVault,
+};
+use homelab_testenv::TestEnv;
+use homelab_testenv::azure::AzureEmulators;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::json;
+use support::*;
+
+const APPS: [&str; 5] = ["linkding", "commafeed", "wallabag", "n8n", "listmonk"];
+
+fn clients(az: &AzureEmulators) -> AzureClients {
+    let config = AzureConfig {
+        skip_challenge_resource_check: true,
+        retry: RetryConfig {
+            max_retries: 1,
+            initial_delay: Duration::from_millis(100),
+            max_elapsed: Duration::from_secs(3),
+        },
+        ..AzureConfig::default()
+    };
+    AzureClients::with_credential(config, az.credential(), Some(az.http_client()))
+}
+
+/// A ClusterSecretStore (unique to the test: it is cluster-scoped) pointing at the emulated vault,
+/// and a BackupPolicy writing to the emulated storage account.
+async fn setup(prefix: &str, az: &AzureEmulators) -> (kube::Client, String, String) {
+    let env = TestEnv::get().await;
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(prefix).await.unwrap();
+    let store = format!("vault-{ns}");
+    let stores: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("external-secrets.io", "v1", "ClusterSecretStore"),
+            "clustersecretstores",
+        ),
+    );
+    stores
+        .patch(
+            &store,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "external-secrets.io/v1",
+                "kind": "ClusterSecretStore",
+                "metadata": {"name": store},
+                "spec": {"provider": {"azurekv": {
+                    "vaultUrl": az.key_vault_url(),
+                    "authType": "WorkloadIdentity",
+                    "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}
+                }}}
+            })),
+        )
+        .await
+        .unwrap();
+    apply_value(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "homelab.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "daily"},
+            "spec": {"storage": {"azure": {
+                "storageAccount": az.account_name(),
+                "endpoint": az.blob_service_url(),
+                "credentials": {"mode": "SasToken", "sasValidity": "7d"}
+            }}}
+        }),
+    )
+    .await;
+    (client, ns, store)
+}
+
+/// Waits until the AppDatabase reports its password's origin and (with a policy) its SAS expiry.
+async fn wait_azure_side(
+    databases: &Api<AppDatabase>,
+    name: &str,
+    with_backup: bool,
+) -> AppDatabase {
+    eventually(
+        &format!("the Azure side of {name}"),
+        Duration::from_secs(60),
+        || {
+            let databases = databases.clone();
+            let name = name.to_string();
+            async move {
+                let db = databases.get(&name).await.ok()?;
+                let status = db.status.as_ref()?;
+                status.password_origin.as_ref()?;
+                if with_backup {
+                    status.backup.as_ref()?.sas_expires.as_ref()?;
+                }
+                Some(db)
+            }
+        },
+    )
+    .await
+}
+
+fn unique_app(ns: &str, base: &str) -> String {
+    // App names become Key Vault secret and container names, shared by all tests: keep them apart.
+    let suffix: String = ns
+        .rsplit('-')
+        .next()
+        .unwrap_or("x")
+        .chars()
+        .take(5)
+        .collect();
+    format!("{base}-{suffix}")
+}
+
+#[tokio::test]
+async fn every_example_database_gets_its_password_container_and_sas() {
+    let az = AzureEmulators::get().await;
+    let (client, ns, store) = setup("azure-examples", az).await;
+    let operator = Operator::start_with_azure(
+        &ns,
+        &[&format!("--default-secret-store={store}")],
+        clients(az),
+    )
+    .await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    let mut names = Vec::new();
+    for app in APPS {
+        let name = unique_app(&ns, app);
+        apply_value(
+            &client,
+            &ns,
+            json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+                   "metadata": {"name": name},
+                   "spec": {"backup": {"policyRef": {"name": "daily"}}}}),
+        )
+        .await;
+        names.push(name);
+    }
+    let vault = clients(az).key_vault();
+    let blobs = clients(az).blob_store(az.blob_service_url()).unwrap();
+    for name in &names {
+        let db = wait_azure_side(&databases, name, true).await;
+        let status = db.status.unwrap();
+        assert_eq!(status.password_origin.as_deref(), Some("Generated"));
+        let password = vault
+            .get(
+                az.key_vault_url(),
+                &SecretName::parse(&format!("{name}-db-password")).unwrap(),
+            )
+            .await
+            .unwrap()
+            .expect("password secret");
+        assert!(password.is_managed_by_operator());
+        assert!(password.value.expose().len() >= 24, "a strong password");
+        let sas = vault
+            .get(
+                az.key_vault_url(),
+                &SecretName::parse(&format!("{name}-db-backup-sas")).unwrap(),
+            )
+            .await
+            .unwrap()
+            .expect("SAS secret");
+        let expires = sas.expires_on.expect("the SAS secret has an expiry");
+        assert_eq!(
+            Some(expires),
+            status.backup.unwrap().sas_expires.map(|t| t.0),
+            "status reports the SAS expiry"
+        );
+        let container = ContainerName::parse(&format!("{name}-db-clean")).unwrap();
+        assert_eq!(
+            blobs.ensure_container(&container).await.unwrap(),
+            ContainerOutcome::Existing,
+            "the controller created the container"
+        );
+    }
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn passwords_are_generated_once_and_existing_ones_adopted() {
+    let az = AzureEmulators::get().await;
+    let (client, ns, store) = setup("azure-once", az).await;
+    let vault = clients(az).key_vault();
+    let generated = unique_app(&ns, "gen");
+    let adopted = unique_app(&ns, "adopt");
+    // A password a person set before the database existed (as `az keyvault secret set` would)
+    // is adopted, never replaced.
+    let sdk = azure_security_keyvault_secrets::SecretClient::new(
+        az.key_vault_url(),
+        az.credential(),
+        Some(azure_security_keyvault_secrets::SecretClientOptions {
+            client_options: az.client_options(),
+            verify_challenge_resource: Some(false),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    sdk.set_secret(
+        &format!("{adopted}-db-password"),
+        azure_security_keyvault_secrets::models::SetSecretParameters {
+            value: Some("chosen-by-a-human".into()),
+            ..Default::default()
+        }
+        .try_into()
+        .unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let preset = vault
+        .get(
+            az.key_vault_url(),
+            &SecretName::parse(&format!("{adopted}-db-password")).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!preset.is_managed_by_operator());
+    let store_arg = format!("--default-secret-store={store}");
+    let operator = Operator::start_with_azure(&ns, &[&store_arg], clients(az)).await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    for name in [&generated, &adopted] {
+        apply_value(
+            &client,
+            &ns,
+            json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+                   "metadata": {"name": name}, "spec": {}}),
+        )
+        .await;
+    }
+    wait_azure_side(&databases, &generated, false).await;
+    let db = wait_azure_side(&databases, &adopted, false).await;
+    assert_eq!(
+        db.status.unwrap().password_origin.as_deref(),
+        Some("Adopted")
+    );
+    let current = |name: String| {
+        let vault = clients(az).key_vault();
+        async move {
+            vault
+                .get(
+                    az.key_vault_url(),
+                    &SecretName::parse(&format!("{name}-db-password")).unwrap(),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let first = current(generated.clone()).await;
+    let adopted_now = current(adopted.clone()).await;
+    assert_eq!(
+        adopted_now.version, preset.version,
+        "the adopted secret keeps its version"
+    );
+    assert_eq!(adopted_now.value.expose(), "chosen-by-a-human");
+
+    // An operator restart generates nothing.
+    operator.stop().await;
+    let operator = Operator::start_with_azure(&ns, &[&store_arg], clients(az)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(current(generated.clone()).await.version, first.version);
+
+    // Deleting the AppDatabase (Retain) and creating it again adopts the same secret.
+    databases
+        .delete(&generated, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the AppDatabase to be gone", WAIT, || {
+        let databases = databases.clone();
+        let generated = generated.clone();
+        async move {
+            databases
+                .get_opt(&generated)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    apply_value(
+        &client,
+        &ns,
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+               "metadata": {"name": generated}, "spec": {}}),
+    )
+    .await;
+    wait_azure_side(&databases, &generated, false).await;
+    let again = current(generated.clone()).await;
+    assert_eq!(
+        again.version, first.version,
+        "re-creating the AppDatabase must not regenerate"
+    );
+    assert_eq!(again.value.expose(), first.value.expose());
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_vault_outage_is_reported_and_recovers_without_regenerating() {
+    // A private set of emulators: this test stops one.
+    let az = AzureEmulators::start().await.expect("Azure emulators");
+    let (client, ns, store) = setup("azure-outage", &az).await;
+    let store_arg = format!("--default-secret-store={store}");
+    let operator = Operator::start_with_azure(&ns, &[&store_arg], clients(&az)).await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    let name = unique_app(&ns, "outage");
+    apply_value(
+        &client,
+        &ns,
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+               "metadata": {"name": name}, "spec": {}}),
+    )
+    .await;
+    wait_azure_side(&databases, &name, false).await;
+    let secret = SecretName::parse(&format!("{name}-db-password")).unwrap();
+    let before = clients(&az)
+        .key_vault()
+        .get(az.key_vault_url(), &secret)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Stop the vault, and make the operator look again (a restart forgets what it verified).
+    operator.stop().await;
+    az.stop_key_vault().await.unwrap();
+    let operator = Operator::start_with_azure(&ns, &[&store_arg], clients(&az)).await;
+    eventually(
+        "CredentialsReady=False with AzureUnreachable",
+        Duration::from_secs(60),
+        || {
+            let databases = databases.clone();
+            let name = name.clone();
+            async move {
+                let db = databases.get(&name).await.ok()?;
+                let conditions = db.status?.conditions;
+                let credentials = conditions.iter().find(|c| c.type_ == "CredentialsReady")?;
+                let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+                (credentials.status == "False"
+                    && credentials.reason == "AzureUnreachable"
+                    && ready.status == "False")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    az.start_key_vault().await.unwrap();
+    eventually(
+        "CredentialsReady to leave AzureUnreachable",
+        Duration::from_secs(90),
+        || {
+            let databases = databases.clone();
+            let name = name.clone();
+            async move {
+                let db = databases.get(&name).await.ok()?;
+                let conditions = db.status?.conditions;
+                let credentials = conditions.iter().find(|c| c.type_ == "CredentialsReady")?;
+                (credentials.reason != "AzureUnreachable").then_some(())
+            }
+        },
+    )
+    .await;
+    let after = clients(&az)
+        .key_vault()
+        .get(az.key_vault_url(), &secret)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after.version, before.version,
+        "the outage must not regenerate the password"
+    );
+    operator.stop().await;
+}
