@@ -159,6 +159,26 @@ fn render_template(template: &str, path: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Renders every string of a template value.
+fn render_strings(value: &Value, path: &str) -> Result<Value> {
+    Ok(match value {
+        Value::String(s) => Value::String(render_template(s, path)?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| render_strings(i, path))
+                .collect::<Result<_>>()?,
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render_strings(v, path)?)))
+                .collect::<Result<_>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
 #[tokio::test]
 async fn application_sets_discover_every_overlay_of_their_environment() -> Result<()> {
     let env = TestEnv::get().await;
@@ -231,6 +251,18 @@ async fn application_sets_discover_every_overlay_of_their_environment() -> Resul
                 "must be the overlay's namespace"
             );
             assert_eq!(&source, dir);
+
+            // The Application the generator would create is one the apiserver accepts.
+            let application = serde_json::json!({
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "Application",
+                "metadata": {
+                    "name": name,
+                    "labels": render_strings(&template["metadata"]["labels"], dir)?,
+                },
+                "spec": render_strings(&template["spec"], dir)?,
+            });
+            dry_run.apply(&application, Some(&namespace)).await?;
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The install manifests: `deploy/base` (Kustomize) and `deploy/helm/homelab-operator` (Helm).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -749,27 +750,35 @@ async fn installs_carry_the_generated_crds() -> Result<()> {
         "crds/kustomization.yaml must list every generated CRD"
     );
 
+    // The chart's crds/ are symlinks to crds/ (Helm follows them, and `helm package` stores the
+    // files they point to), so the chart cannot drift from the generated CRDs.
     let chart_crds = repo_root().join("deploy/helm/homelab-operator/crds");
-    let mut stale = Vec::new();
-    for name in &generated {
-        let original = std::fs::read(crds_dir.join(name))?;
-        match std::fs::read(chart_crds.join(name)) {
-            Ok(copy) if copy == original => {}
-            _ => stale.push(name.clone()),
-        }
-    }
-    let mut extra = Vec::new();
+    let mut wrong = Vec::new();
+    let mut in_chart = BTreeSet::new();
     for entry in std::fs::read_dir(&chart_crds)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if !generated.contains(&name) {
-            extra.push(name);
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let target = std::fs::read_link(entry.path()).ok();
+        let wanted = Path::new("../../../../crds").join(&name);
+        if target.as_deref() != Some(wanted.as_path()) {
+            wrong.push(format!("{name} is not a symlink to {}", wanted.display()));
         }
+        in_chart.insert(name);
+    }
+    for name in generated.difference(&in_chart) {
+        wrong.push(format!(
+            "{name} is missing: ln -s ../../../../crds/{name} {}/{name}",
+            display(&chart_crds)
+        ));
+    }
+    for name in in_chart.difference(&generated) {
+        wrong.push(format!("{name} is not a generated CRD"));
     }
     ensure!(
-        stale.is_empty() && extra.is_empty(),
-        "{} is out of date (stale: {stale:?}, extra: {extra:?}); run `cp crds/homelab.io_*.yaml {}/`",
+        wrong.is_empty(),
+        "{}: {}",
         display(&chart_crds),
-        display(&chart_crds)
+        wrong.join("; ")
     );
     Ok(())
 }
