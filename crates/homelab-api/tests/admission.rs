@@ -741,11 +741,20 @@ async fn kubectl_get_homelab_lists_all_three_kinds_with_their_columns() -> Resul
             bail!("applying {} failed: {message}", object["kind"]);
         }
     }
-    let out = run_kubectl(&kubectl, env, &["get", "homelab", "-n", &namespace])?;
-    for wanted in [
+    let out = run_kubectl(&kubectl, env, &["get", "homelab", "-A"])?;
+    for kind in [
         "appdatabase.homelab.io/linkding",
         "backuppolicy.homelab.io/daily",
         "homelabapp.homelab.io/linkding",
+    ] {
+        ensure!(
+            out.lines()
+                .any(|line| line.starts_with(&namespace) && line.contains(kind)),
+            "kubectl get homelab -A lacks {kind} in {namespace}:\n{out}"
+        );
+    }
+    for wanted in [
+        "NAMESPACE",
         "ENDPOINT",
         "LAST BACKUP",
         "SCHEDULE",
