@@ -122,6 +122,10 @@ pub trait SecretVault: Send + Sync {
         generate: Generator<'_>,
     ) -> Result<SecretOutcome>;
 
+    /// Deletes `name` (Key Vault keeps it soft-deleted for its retention period) if the operator
+    /// created it; a secret someone else created is left alone. Returns whether it was deleted.
+    async fn delete_managed(&self, vault: &str, name: &SecretName) -> Result<bool>;
+
     /// Writes a new version of `name` with the `exp` attribute set to `expires_on`, tagged as
     /// the operator's. For values the operator owns and rotates (SAS tokens), never for
     /// generated passwords.
@@ -255,6 +259,32 @@ impl KeyVaultSecrets {
 
 #[async_trait]
 impl SecretVault for KeyVaultSecrets {
+    async fn delete_managed(&self, vault: &str, name: &SecretName) -> Result<bool> {
+        match self.get(vault, name).await? {
+            Some(existing) if existing.is_managed_by_operator() => {}
+            _ => return Ok(false),
+        }
+        let client = self.clients.secret_client(vault)?;
+        match client.delete_secret(name.as_str(), None).await {
+            Ok(_) => {
+                tracing::info!(%vault, secret = %name, "deleted secret");
+                Ok(true)
+            }
+            Err(e) => {
+                let failure = Failure::from_sdk(&e);
+                if failure.is_status(StatusCode::NotFound) {
+                    Ok(false)
+                } else {
+                    Err(Self::error(
+                        failure,
+                        vault,
+                        format!("deleting secret '{name}' from {vault}"),
+                    ))
+                }
+            }
+        }
+    }
+
     async fn get(&self, vault: &str, name: &SecretName) -> Result<Option<StoredSecret>> {
         let client = self.clients.secret_client(vault)?;
         Self::read(&client, name).await.map_err(|failure| {

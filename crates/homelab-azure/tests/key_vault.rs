@@ -225,3 +225,44 @@ async fn invalid_vault_url_is_a_config_error() {
         .unwrap_err();
     assert!(matches!(error, AzureError::Config(_)), "{error:?}");
 }
+
+#[tokio::test]
+async fn only_secrets_the_operator_created_are_deleted() {
+    let Some(az) = AzureEmulators::get_or_skip("only_managed_secrets_are_deleted").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let adapter = clients(az, emulator_config()).key_vault();
+    let ours = SecretName::db_password(&unique("del"));
+    adapter.ensure_password(vault, &ours).await.unwrap();
+    assert!(adapter.delete_managed(vault, &ours).await.unwrap());
+    assert!(adapter.get(vault, &ours).await.unwrap().is_none());
+    // Deleting again is not an error.
+    assert!(!adapter.delete_managed(vault, &ours).await.unwrap());
+
+    let foreign = SecretName::db_password(&unique("keep"));
+    sdk_secrets(az)
+        .set_secret(
+            foreign.as_str(),
+            SetSecretParameters {
+                value: Some("set by a person".into()),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!adapter.delete_managed(vault, &foreign).await.unwrap());
+    assert_eq!(
+        adapter
+            .get(vault, &foreign)
+            .await
+            .unwrap()
+            .expect("kept")
+            .value
+            .expose(),
+        "set by a person"
+    );
+}
