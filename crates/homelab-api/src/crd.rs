@@ -86,6 +86,16 @@ fn app_database() -> CustomResourceDefinition {
                 Some(".metadata.name"),
             ),
             rule(
+                "has(self.spec.database.name) || !((has(self.spec.app) ? self.spec.app : self.metadata.name).replace('-', '_') in ['postgres', 'template0', 'template1'])",
+                "the database name defaults to the app name with hyphens as underscores, which here gives a database every cluster already has (postgres, template0 or template1): set spec.database.name",
+                Some(".spec.database.name"),
+            ),
+            rule(
+                "has(self.spec.database.owner) || !((has(self.spec.app) ? self.spec.app : self.metadata.name).replace('-', '_') in ['postgres', 'streaming_replica'] || (has(self.spec.app) ? self.spec.app : self.metadata.name).startsWith('pg-'))",
+                "the owner role defaults to the app name with hyphens as underscores, which here gives a reserved role (postgres, or a pg_ name): set spec.database.owner",
+                Some(".spec.database.owner"),
+            ),
+            rule(
                 "!has(self.spec.restore) || !has(self.spec.restore.from.appDatabase) || self.spec.restore.from.appDatabase != self.metadata.name",
                 "spec.restore.from.appDatabase names this AppDatabase itself: a database cannot be restored from its own backups; name the database whose backups to restore",
                 Some(".spec.restore.from.appDatabase"),
