@@ -180,17 +180,30 @@ impl AzureSide {
         Ok(ensured)
     }
 
-    /// Deletes the backup container (with every blob in it). Used only under
-    /// `deletionPolicy: Delete`.
-    pub async fn delete_container(
-        &self,
-        service_url: &str,
-        container: &str,
-    ) -> Result<bool, AzureError> {
+    /// Deletes the Azure side of a database: the backup container with every blob in it, and
+    /// the Key Vault secrets the operator created (a password someone else created stays). Used
+    /// only under `deletionPolicy: Delete`.
+    pub async fn delete_database(&self, inputs: &DatabaseInputs) -> Result<(), AzureError> {
         use homelab_azure::BlobStore;
-        let store = self.blob_store(service_url)?;
-        let container = ContainerName::parse(container)?;
-        self.count("delete_container", store.delete_container(&container).await)
+        let vault = self.clients.key_vault();
+        if let Some(backup) = &inputs.backup {
+            let store = self.blob_store(&backup.service_url)?;
+            let container = ContainerName::parse(&backup.container)?;
+            self.count("delete_container", store.delete_container(&container).await)?;
+            if let Some(sas_secret) = &backup.sas_secret {
+                let secret = SecretName::parse(sas_secret)?;
+                self.count(
+                    "delete_secret",
+                    vault.delete_managed(&inputs.vault_url, &secret).await,
+                )?;
+            }
+        }
+        let password = SecretName::parse(&inputs.password_secret)?;
+        self.count(
+            "delete_secret",
+            vault.delete_managed(&inputs.vault_url, &password).await,
+        )?;
+        Ok(())
     }
 
     fn blob_store(&self, service_url: &str) -> Result<Arc<AzureBlobStore>, AzureError> {

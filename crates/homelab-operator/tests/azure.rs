@@ -12,7 +12,7 @@ use std::time::Duration;
 use homelab_api::AppDatabase;
 use homelab_azure::{
     AzureClients, AzureConfig, BlobStore, ContainerName, ContainerOutcome, RetryConfig, SecretName,
-    SecretValue, SecretVault,
+    SecretVault,
 };
 use homelab_testenv::TestEnv;
 use homelab_testenv::azure::AzureEmulators;
@@ -380,6 +380,77 @@ async fn a_key_vault_outage_is_reported_and_recovers_without_regenerating() {
     assert_eq!(
         after.version, before.version,
         "the outage must not regenerate the password"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_with_delete_removes_the_azure_side_and_retain_keeps_it() {
+    let az = AzureEmulators::get().await;
+    let (client, ns, store) = setup("azure-delete", az).await;
+    let operator = Operator::start_with_azure(
+        &ns,
+        &[&format!("--default-secret-store={store}")],
+        clients(az),
+    )
+    .await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    let deleted = unique_app(&ns, "gone");
+    let kept = unique_app(&ns, "kept");
+    for (name, policy) in [(&deleted, "Delete"), (&kept, "Retain")] {
+        apply_value(
+            &client,
+            &ns,
+            json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+                   "metadata": {"name": name},
+                   "spec": {"deletionPolicy": policy, "backup": {"policyRef": {"name": "daily"}}}}),
+        )
+        .await;
+        wait_azure_side(&databases, name, true).await;
+    }
+    for name in [&deleted, &kept] {
+        databases
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for name in [&deleted, &kept] {
+        eventually("the AppDatabase to be gone", WAIT, || {
+            let databases = databases.clone();
+            let name = name.clone();
+            async move { databases.get_opt(&name).await.ok()?.is_none().then_some(()) }
+        })
+        .await;
+    }
+    let vault = clients(az).key_vault();
+    let blobs = clients(az).blob_store(az.blob_service_url()).unwrap();
+    let password = |name: &str| SecretName::parse(&format!("{name}-db-password")).unwrap();
+    let container = |name: &str| ContainerName::parse(&format!("{name}-db-clean")).unwrap();
+
+    assert!(
+        vault
+            .get(az.key_vault_url(), &password(&kept))
+            .await
+            .unwrap()
+            .is_some(),
+        "Retain keeps the password"
+    );
+    assert_eq!(
+        blobs.ensure_container(&container(&kept)).await.unwrap(),
+        ContainerOutcome::Existing,
+        "Retain keeps the backup container"
+    );
+    assert!(
+        vault
+            .get(az.key_vault_url(), &password(&deleted))
+            .await
+            .unwrap()
+            .is_none(),
+        "Delete removes the password"
+    );
+    assert!(
+        !blobs.delete_container(&container(&deleted)).await.unwrap(),
+        "Delete removes the backup container"
     );
     operator.stop().await;
 }

@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use homelab_api::app_database::{AppDatabaseStatus, BackupStatus, Endpoints};
-use homelab_api::backup_policy::BackupPolicySpec;
 use homelab_api::common::DeletionPolicy;
 use homelab_api::conditions::{self, Observed, Status};
 use homelab_api::{AppDatabase, naming};
@@ -290,6 +289,21 @@ async fn ensure_azure(
     let Some(azure) = &ctx.azure else {
         return Ok(None);
     };
+    let inputs = azure_inputs(db, ctx, namespace, policy).await?;
+    let key = format!("{namespace}/{}", db.name_any());
+    Ok(Some(
+        azure.ensure(&key, &inputs, jiff::Timestamp::now()).await?,
+    ))
+}
+
+/// Where the Azure side of a database lives: the vault behind its External Secrets store, the
+/// password secret, and (with a policy) the backup container and its SAS secret.
+async fn azure_inputs(
+    db: &AppDatabase,
+    ctx: &Context,
+    namespace: &str,
+    policy: Option<&PolicyFacts>,
+) -> Result<crate::azure::DatabaseInputs, Error> {
     let app = db.app_name();
     let store = db
         .spec
@@ -324,17 +338,11 @@ async fn ensure_azure(
                 .unwrap_or(std::time::Duration::from_secs(30 * 86_400)),
         }
     });
-    let inputs = crate::azure::DatabaseInputs {
+    Ok(crate::azure::DatabaseInputs {
         vault_url,
         password_secret: db.key_vault_password_secret(),
         backup,
-    };
-    let key = format!("{namespace}/{}", db.name_any());
-    let ensured = azure.ensure(&key, &inputs, jiff::Timestamp::now()).await?;
-    if ensured.password_origin == "Generated" && ensured.password_version.is_empty() {
-        tracing::warn!(database = %key, "Key Vault returned no version for the password");
-    }
-    Ok(Some(ensured))
+    })
 }
 
 /// Puts an Azure failure on the condition it concerns and on `Ready`.
@@ -760,6 +768,31 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
             for child in ctx.children.owned_by(&namespace, &uid, &owner_key) {
                 ctx.children.delete(&child).await?;
             }
+            if let Some(azure) = &ctx.azure {
+                let policy = db.spec.backup.as_ref().and_then(|b| {
+                    ctx.policy(&namespace, &b.policy_ref.name)
+                        .map(|p| PolicyFacts {
+                            name: b.policy_ref.name.clone(),
+                            spec: p.spec.clone(),
+                        })
+                });
+                let inputs = azure_inputs(db, ctx, &namespace, policy.as_ref()).await?;
+                if let Err(err) = azure.delete_database(&inputs).await {
+                    ctx.events
+                        .publish(
+                            &reference,
+                            true,
+                            crate::azure::reason(&err),
+                            "Delete",
+                            format!(
+                                "cannot delete the Azure side of this database ({err}); the AppDatabase stays until it can — or set deletionPolicy: Retain to keep the Azure data and let it go"
+                            ),
+                        )
+                        .await;
+                    return Err(err.into());
+                }
+                azure.forget(&format!("{namespace}/{}", db.name_any()));
+            }
             ctx.events
                 .publish(
                     &reference,
@@ -767,7 +800,7 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
                     "DataDeleted",
                     "Delete",
                     format!(
-                        "deletionPolicy is Delete: deleted the CloudNativePG cluster {} and its backup configuration",
+                        "deletionPolicy is Delete: deleted the CloudNativePG cluster {}, its backup configuration, the backup container and the Key Vault secrets the operator created",
                         naming::cluster(app)
                     ),
                 )
