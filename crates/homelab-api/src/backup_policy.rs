@@ -89,7 +89,7 @@ pub struct BackupPolicySpec {
     #[serde(default = "default_wal_archive_timeout")]
     #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}(s|m)$"))]
     #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self.matches('^[1-9][0-9]{0,3}(s|m)$') && (self.endsWith('m') ? int(self.substring(0, size(self)-1)) <= 60 : int(self.substring(0, size(self)-1)) >= 30)",
+        {"rule": "self.matches('^[1-9][0-9]{0,3}(s|m)$') && (self.endsWith('m') ? int(self.substring(0, size(self)-1)) <= 60 : (int(self.substring(0, size(self)-1)) >= 30 && int(self.substring(0, size(self)-1)) <= 3600))",
          "message": "walArchiveTimeout must be between 30s and 60m, in seconds (such as 90s) or minutes (such as 5m)"}
     ]))]
     pub wal_archive_timeout: String,
