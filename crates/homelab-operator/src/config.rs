@@ -75,6 +75,11 @@ pub struct RunConfig {
     #[arg(long, env = "HOMELAB_AZURE_CONFIG")]
     pub azure_config: Option<std::path::PathBuf>,
 
+    /// How often to check whether missing custom resource definitions (CloudNativePG, External
+    /// Secrets Operator, …) have been installed, in seconds.
+    #[arg(long, env = "HOMELAB_DISCOVERY_INTERVAL_SECONDS", default_value_t = 30)]
+    pub discovery_interval_seconds: u64,
+
     /// Reconciles running at once, per kind.
     #[arg(long, env = "HOMELAB_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

@@ -53,7 +53,7 @@ impl Error {
                 _ => "ReferenceNotFound",
             },
             Error::MissingCrd(_) => "CRDNotInstalled",
-            Error::Child(err) if err.api_status() == Some(422) => "ChildRejected",
+            Error::Child(err) if err.is_rejection() => "ChildRejected",
             Error::Child(_) => "ApplyFailed",
             Error::Kube(_) => "KubernetesAPIError",
             Error::Azure(err) => crate::azure::reason(err),
@@ -69,7 +69,7 @@ impl Error {
             | Error::MissingReference { .. }
             | Error::MissingCrd(_)
             | Error::SecretStore(_) => false,
-            Error::Child(err) => err.api_status() != Some(422),
+            Error::Child(err) => !err.is_rejection(),
             Error::Kube(_) => true,
             Error::Azure(err) => err.is_transient(),
         }

@@ -25,9 +25,6 @@ use crate::kubernetes::children::{ChildEvent, Children};
 use crate::kubernetes::events::Events;
 use crate::metrics::Metrics;
 
-/// How often the set of installed kinds is checked.
-const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
-
 /// Everything the operator needs, with who provides it.
 pub fn needed_kinds() -> Vec<Needed> {
     let mut needed: Vec<Needed> = vec![
@@ -100,6 +97,7 @@ pub async fn run(
             client.clone(),
             needed.clone(),
             capabilities.clone(),
+            Duration::from_secs(config.discovery_interval_seconds.max(1)),
             restart_tx,
         ));
         run_once(
@@ -129,10 +127,11 @@ async fn watch_capabilities(
     client: Client,
     needed: Vec<Needed>,
     current: Capabilities,
+    interval: Duration,
     restart: watch::Sender<bool>,
 ) {
     loop {
-        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+        tokio::time::sleep(interval).await;
         match Capabilities::discover(&client, &needed).await {
             Ok(found) if found.available != current.available => {
                 tracing::info!(

@@ -67,6 +67,27 @@ pub enum ChildError {
 }
 
 impl ChildError {
+    /// Whether the apiserver refused the object itself (invalid, or unknown fields under strict
+    /// validation): retrying the same object cannot help. Server-side apply reports unknown
+    /// fields and wrong types as a 500 "failed to create typed patch object"
+    /// (kubernetes/kubernetes#139253), so that message counts as a refusal too.
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            ChildError::Apply {
+                source: kube::Error::Api(status),
+                ..
+            } => {
+                status.code == 422
+                    || status.code == 400
+                    || (status.code == 500
+                        && status
+                            .message
+                            .contains("failed to create typed patch object"))
+            }
+            _ => false,
+        }
+    }
+
     /// The apiserver's HTTP status, when the failure came from it.
     pub fn api_status(&self) -> Option<u16> {
         match self {

@@ -43,15 +43,30 @@ impl Operator {
         Self::start_full(namespace, &extra, Some(azure)).await
     }
 
+    /// An operator on a control plane other than the shared one.
+    pub async fn start_on(env: &TestEnv, namespace: &str, extra: &[&str]) -> Operator {
+        let client = env.client().await.expect("client");
+        Self::start_client(client, namespace, extra, None).await
+    }
+
     async fn start_full(
+        namespace: &str,
+        extra: &[&str],
+        azure: Option<homelab_azure::AzureClients>,
+    ) -> Operator {
+        let env = TestEnv::get().await;
+        let client = env.client().await.expect("client");
+        Self::start_client(client, namespace, extra, azure).await
+    }
+
+    async fn start_client(
+        client: kube::Client,
         namespace: &str,
         extra: &[&str],
         azure: Option<homelab_azure::AzureClients>,
     ) -> Operator {
         // Operator logs are shown with the output of a failing test.
         homelab_operator::telemetry::init(homelab_operator::config::LogFormat::Text);
-        let env = TestEnv::get().await;
-        let client = env.client().await.expect("client");
         let http_port = free_port();
         let mut args = vec![
             format!("--namespaces={namespace}"),
