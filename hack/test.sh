@@ -17,7 +17,8 @@ bash hack/build-control-plane.sh >/dev/null
 cargo build --quiet -p homelab-testenv --bin homelab-testenv
 cargo test --workspace --no-run "$@"
 
+# --no-fail-fast: one failing test binary does not hide the results of the others.
 status=0
-"$target_dir/debug/homelab-testenv" exec -- cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+"$target_dir/debug/homelab-testenv" exec -- cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 bash hack/test-summary.sh "$log"
 exit "$status"
