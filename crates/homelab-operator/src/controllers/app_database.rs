@@ -230,7 +230,8 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     let mut observed = observe(db, ctx, &app, &namespace, &server_name, policy.as_ref());
     observed.status.on_demand_backups = on_demand_backups;
     if let Some(check) = restore_check {
-        observed.conditions.push(check.condition);
+        // The restore comes before the cluster: a held-back restore is why Ready is False.
+        observed.conditions.insert(1, check.condition);
         observed.conditions[0] = summarize(&observed.conditions[1..]);
     }
     let live_cluster = ctx

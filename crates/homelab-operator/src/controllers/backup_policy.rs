@@ -79,6 +79,18 @@ pub async fn reconcile(
     let ready = conditions::summarize(&observed, "the policy is valid and applied");
     observed.insert(0, ready);
 
+    // Restore drills. Their outcome is reported in DrillSucceeded, not in Ready: a failed drill
+    // says something about the backups, not about the policy.
+    let mut wake = None;
+    if validation.is_ok() {
+        let pass =
+            super::drills::reconcile(policy, &ctx, &mut status, jiff::Timestamp::now()).await?;
+        if let Some(condition) = pass.condition {
+            observed.push(condition);
+        }
+        wake = pass.wake;
+    }
+
     let previous = policy.status.clone().unwrap_or_default();
     status.observed_generation = policy.meta().generation;
     status.conditions = conditions::merge(
@@ -100,7 +112,16 @@ pub async fn reconcile(
         )
         .await;
     }
-    Ok(Action::requeue(ctx.config.resync()))
+    let resync = ctx.config.resync();
+    let requeue = wake
+        .map(|at| {
+            let until = at.duration_since(jiff::Timestamp::now());
+            std::time::Duration::try_from(until)
+                .unwrap_or_default()
+                .clamp(std::time::Duration::from_secs(1), resync)
+        })
+        .unwrap_or(resync);
+    Ok(Action::requeue(requeue))
 }
 
 /// Checks what the schema cannot: that the schedules are cron expressions CloudNativePG accepts.

@@ -176,7 +176,11 @@ pub async fn on_demand_backups(
         .into_iter()
         .filter(|c| c.kind == "Backup")
         .filter_map(|c| {
-            let token = c.object.annotations().get(naming::ANNOTATION_BACKUP_NOW)?.clone();
+            let token = c
+                .object
+                .annotations()
+                .get(naming::ANNOTATION_BACKUP_NOW)?
+                .clone();
             let created = c.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
             Some((created, backup_entry(&token, &c.object)))
         })
@@ -284,7 +288,10 @@ pub async fn on_demand_backups(
                     backup.backup,
                     naming::ANNOTATION_BACKUP_NOW,
                     backup.token,
-                    backup.error.as_deref().unwrap_or("CloudNativePG gave no reason")
+                    backup
+                        .error
+                        .as_deref()
+                        .unwrap_or("CloudNativePG gave no reason")
                 ),
             ),
             _ => continue,
@@ -328,7 +335,9 @@ fn backup_entry(token: &str, backup: &DynamicObject) -> OnDemandBackup {
 /// `status.backup.lastArchivedWal` is a proxy: while archiving works, the newest of the moment it
 /// (re)started working and the last base backup (which ends with an archived segment); while it
 /// fails, the moment it started failing — nothing newer reached the archive.
-pub fn wal_archiving(cluster: Option<&DynamicObject>) -> Option<(WalArchiving, jiff::Timestamp, String)> {
+pub fn wal_archiving(
+    cluster: Option<&DynamicObject>,
+) -> Option<(WalArchiving, jiff::Timestamp, String)> {
     let condition = cluster?
         .data
         .pointer("/status/conditions")?
@@ -490,7 +499,12 @@ fn rpo(policy: &BackupPolicySpec) -> Option<jiff::SignedDuration> {
 }
 
 /// Exports what the status says about this database's backups.
-pub fn export_metrics(ctx: &Context, db: &AppDatabase, backup: Option<&BackupStatus>, cluster: Option<&DynamicObject>) {
+pub fn export_metrics(
+    ctx: &Context,
+    db: &AppDatabase,
+    backup: Option<&BackupStatus>,
+    cluster: Option<&DynamicObject>,
+) {
     let namespace = db.namespace().unwrap_or_default();
     let last = backup
         .and_then(|b| b.last_successful_backup.as_ref())
@@ -551,7 +565,10 @@ mod tests {
         let fresh = backup_health(&mut backup, None, &p, t("2026-11-26T01:59:00Z"));
         assert_eq!(fresh.status, Status::True, "{fresh:?}");
         let stale = backup_health(&mut backup, None, &p, t("2026-11-26T02:00:00Z"));
-        assert_eq!((stale.status, stale.reason.as_str()), (Status::False, "BackupStale"));
+        assert_eq!(
+            (stale.status, stale.reason.as_str()),
+            (Status::False, "BackupStale")
+        );
         assert_eq!(
             next_flip(&backup, None, &p, t("2026-11-25T12:00:00Z")),
             Some(t("2026-11-26T02:00:01Z"))
@@ -572,18 +589,27 @@ mod tests {
         let c = cluster("False", "2026-11-26T10:00:00Z");
         let failing = backup_health(&mut backup, Some(&c), &p, t("2026-11-26T10:04:00Z"));
         assert_eq!(failing.reason, "WALArchivingFailing");
-        assert_eq!(backup.last_archived_wal, Some(Time(t("2026-11-26T10:00:00Z"))));
+        assert_eq!(
+            backup.last_archived_wal,
+            Some(Time(t("2026-11-26T10:00:00Z")))
+        );
         assert_eq!(
             next_flip(&backup, Some(&c), &p, t("2026-11-26T10:04:00Z")),
             Some(t("2026-11-26T10:05:01Z"))
         );
         let stale = backup_health(&mut backup, Some(&c), &p, t("2026-11-26T10:06:00Z"));
-        assert_eq!((stale.status, stale.reason.as_str()), (Status::False, "WALArchivingStale"));
+        assert_eq!(
+            (stale.status, stale.reason.as_str()),
+            (Status::False, "WALArchivingStale")
+        );
         // Working archiving: the proxy is the newer of the flip and the last backup.
         let ok = cluster("True", "2026-11-20T00:00:00Z");
         let healthy = backup_health(&mut backup, Some(&ok), &p, t("2026-11-26T10:06:00Z"));
         assert_eq!(healthy.status, Status::True);
-        assert_eq!(backup.last_archived_wal, Some(Time(t("2026-11-26T01:00:00Z"))));
+        assert_eq!(
+            backup.last_archived_wal,
+            Some(Time(t("2026-11-26T01:00:00Z")))
+        );
     }
 
     #[test]
@@ -593,7 +619,12 @@ mod tests {
             last_failed_backup: Some(Time(t("2026-11-26T01:00:00Z"))),
             ..BackupStatus::default()
         };
-        let c = backup_health(&mut backup, None, &policy("0 1 * * *"), t("2026-11-26T01:10:00Z"));
+        let c = backup_health(
+            &mut backup,
+            None,
+            &policy("0 1 * * *"),
+            t("2026-11-26T01:10:00Z"),
+        );
         assert_eq!(c.reason, "BackupFailing");
     }
 }

@@ -93,7 +93,8 @@ impl Schedule {
                     let minute_start = if hour == from_hour { from_minute } else { 0 };
                     for minute in minute_start..60 {
                         if self.minutes & (1 << minute) != 0 {
-                            let at = DateTime::from_parts(date, Time::new(hour, minute, 0, 0).ok()?);
+                            let at =
+                                DateTime::from_parts(date, Time::new(hour, minute, 0, 0).ok()?);
                             return at.to_zoned(TimeZone::UTC).ok().map(|z| z.timestamp());
                         }
                     }
@@ -183,36 +184,83 @@ mod tests {
 
     #[test]
     fn daily_and_weekly() {
-        assert_eq!(next("0 1 * * *", "2026-11-26T00:59:59Z"), "2026-11-26T01:00:00Z");
-        assert_eq!(next("0 1 * * *", "2026-11-26T01:00:00Z"), "2026-11-27T01:00:00Z");
+        assert_eq!(
+            next("0 1 * * *", "2026-11-26T00:59:59Z"),
+            "2026-11-26T01:00:00Z"
+        );
+        assert_eq!(
+            next("0 1 * * *", "2026-11-26T01:00:00Z"),
+            "2026-11-27T01:00:00Z"
+        );
         // 2026-11-26 is a Thursday; the next Sunday is the 29th.
-        assert_eq!(next("0 4 * * 0", "2026-11-26T07:00:00Z"), "2026-11-29T04:00:00Z");
-        assert_eq!(next("@weekly", "2026-11-26T07:00:00Z"), "2026-11-29T00:00:00Z");
+        assert_eq!(
+            next("0 4 * * 0", "2026-11-26T07:00:00Z"),
+            "2026-11-29T04:00:00Z"
+        );
+        assert_eq!(
+            next("@weekly", "2026-11-26T07:00:00Z"),
+            "2026-11-29T00:00:00Z"
+        );
     }
 
     #[test]
     fn steps_ranges_lists_and_month_ends() {
-        assert_eq!(next("*/15 * * * *", "2026-11-26T10:14:30Z"), "2026-11-26T10:15:00Z");
-        assert_eq!(next("* * * * *", "2026-11-26T10:14:30Z"), "2026-11-26T10:15:00Z");
-        assert_eq!(next("0 9-17/4 * * *", "2026-11-26T13:00:00Z"), "2026-11-26T17:00:00Z");
-        assert_eq!(next("30 2 31 * *", "2026-11-26T00:00:00Z"), "2026-12-31T02:30:00Z");
-        assert_eq!(next("0 0 29 feb *", "2026-03-01T00:00:00Z"), "2028-02-29T00:00:00Z");
-        assert_eq!(next("0 12 1,15 * *", "2026-11-15T12:00:00Z"), "2026-12-01T12:00:00Z");
-        assert_eq!(next("59 23 31 12 *", "2026-12-31T23:59:00Z"), "2027-12-31T23:59:00Z");
+        assert_eq!(
+            next("*/15 * * * *", "2026-11-26T10:14:30Z"),
+            "2026-11-26T10:15:00Z"
+        );
+        assert_eq!(
+            next("* * * * *", "2026-11-26T10:14:30Z"),
+            "2026-11-26T10:15:00Z"
+        );
+        assert_eq!(
+            next("0 9-17/4 * * *", "2026-11-26T13:00:00Z"),
+            "2026-11-26T17:00:00Z"
+        );
+        assert_eq!(
+            next("30 2 31 * *", "2026-11-26T00:00:00Z"),
+            "2026-12-31T02:30:00Z"
+        );
+        assert_eq!(
+            next("0 0 29 feb *", "2026-03-01T00:00:00Z"),
+            "2028-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 12 1,15 * *", "2026-11-15T12:00:00Z"),
+            "2026-12-01T12:00:00Z"
+        );
+        assert_eq!(
+            next("59 23 31 12 *", "2026-12-31T23:59:00Z"),
+            "2027-12-31T23:59:00Z"
+        );
     }
 
     #[test]
     fn day_of_month_or_day_of_week_when_both_are_restricted() {
         // The 1st of the month or any Monday; 2026-11-30 is a Monday.
-        assert_eq!(next("0 0 1 * 1", "2026-11-26T00:00:00Z"), "2026-11-30T00:00:00Z");
-        assert_eq!(next("0 0 1 * 1", "2026-11-30T00:00:00Z"), "2026-12-01T00:00:00Z");
+        assert_eq!(
+            next("0 0 1 * 1", "2026-11-26T00:00:00Z"),
+            "2026-11-30T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 1 * 1", "2026-11-30T00:00:00Z"),
+            "2026-12-01T00:00:00Z"
+        );
         // With one of them `*`, both must hold: Mondays in any month.
-        assert_eq!(next("0 0 * 12 1", "2026-11-26T00:00:00Z"), "2026-12-07T00:00:00Z");
+        assert_eq!(
+            next("0 0 * 12 1", "2026-11-26T00:00:00Z"),
+            "2026-12-07T00:00:00Z"
+        );
     }
 
     #[test]
     fn impossible_dates_never_fire() {
-        assert!(Schedule::parse("0 0 31 2 *").unwrap().next_after(t("2026-01-01T00:00:00Z")).is_none());
+        assert!(
+            Schedule::parse("0 0 31 2 *")
+                .unwrap()
+                .next_after(t("2026-01-01T00:00:00Z"))
+                .is_none()
+        );
         assert!(Schedule::parse("0 0 0 * *").is_err());
     }
 
@@ -220,17 +268,23 @@ mod tests {
     fn staleness_follows_the_schedule() {
         let daily = Schedule::parse("0 1 * * *").unwrap();
         assert_eq!(
-            stale_at(&daily, t("2026-11-26T01:05:00Z")).unwrap().to_string(),
+            stale_at(&daily, t("2026-11-26T01:05:00Z"))
+                .unwrap()
+                .to_string(),
             "2026-11-27T02:00:00Z"
         );
         let hourly = Schedule::parse("0 * * * *").unwrap();
         assert_eq!(
-            stale_at(&hourly, t("2026-11-26T10:01:00Z")).unwrap().to_string(),
+            stale_at(&hourly, t("2026-11-26T10:01:00Z"))
+                .unwrap()
+                .to_string(),
             "2026-11-26T11:10:00Z"
         );
         let weekly = Schedule::parse("0 4 * * 0").unwrap();
         assert_eq!(
-            stale_at(&weekly, t("2026-11-22T04:30:00Z")).unwrap().to_string(),
+            stale_at(&weekly, t("2026-11-22T04:30:00Z"))
+                .unwrap()
+                .to_string(),
             "2026-11-29T05:00:00Z"
         );
     }
