@@ -37,8 +37,11 @@ fn spawner() -> Result<&'static mpsc::Sender<SpawnRequest>, Error> {
             .spawn(move || {
                 for SpawnRequest { mut command, reply } in requests {
                     set_parent_death_signal(&mut command);
-                    // The requester may have given up waiting; the child is then killed on drop.
-                    let _ = reply.send(command.spawn());
+                    // If the requester has given up waiting, nobody would ever stop the child.
+                    if let Err(Ok(mut orphan)) = reply.send(command.spawn()) {
+                        let _ = orphan.kill();
+                        let _ = orphan.wait();
+                    }
                 }
             })
             .map(|_| sender)
