@@ -128,6 +128,14 @@ async fn examples_converge_into_owned_children() {
             "{kind} {name}"
         );
     }
+    // The operator works as its ServiceAccount, with the ClusterRole of deploy/base.
+    assert_eq!(
+        audit_creators(&ns, "deployments").await,
+        vec![format!(
+            "system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
+        )]
+    );
+
     // n8n asks for a pooler and a Gateway API route.
     wait_exists(&client, &ns, CNPG, "Pooler", "n8n-db-pooler").await;
     wait_exists(
@@ -511,6 +519,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let (client, ns) = setup("leader").await;
     let lease_args = ["--leader-election=true", "--lease-duration-seconds=3"];
     let ns_arg = format!("--leader-election-namespace={ns}");
+    grant_leases(&ns).await;
     let first = Operator::start_with(
         &ns,
         &[lease_args[0], lease_args[1], &ns_arg, "--identity=first"],

@@ -55,7 +55,7 @@ impl Operator {
         azure: Option<homelab_azure::AzureClients>,
     ) -> Operator {
         let env = TestEnv::get().await;
-        let client = env.client().await.expect("client");
+        let client = operator_client(env).await;
         Self::start_client(client, namespace, extra, azure).await
     }
 
@@ -284,4 +284,113 @@ pub async fn audit_offset() -> u64 {
         .and_then(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .unwrap_or(0)
+}
+
+/// The namespace and name of the operator's ServiceAccount, as `deploy/base` creates it.
+pub const OPERATOR_NAMESPACE: &str = "homelab-system";
+pub const OPERATOR_ACCOUNT: &str = "homelab-operator";
+
+static RBAC: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// A client authenticated as the operator's ServiceAccount, bound to the ClusterRole of
+/// `deploy/base/rbac.yaml`: every test that runs the operator this way proves the role grants
+/// enough (and the role's own tests prove it grants no more).
+pub async fn operator_client(env: &TestEnv) -> Client {
+    let admin = env.client().await.expect("client");
+    RBAC.get_or_init(|| async {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+        namespaces
+            .patch(
+                OPERATOR_NAMESPACE,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": OPERATOR_NAMESPACE}
+                })),
+            )
+            .await
+            .expect("operator namespace");
+        for document in rbac_documents() {
+            if matches!(
+                document["kind"].as_str(),
+                Some("ClusterRole" | "ClusterRoleBinding")
+            ) {
+                apply_rbac(&admin, None, document).await;
+            }
+        }
+    })
+    .await;
+    env.service_account_client(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+        .await
+        .expect("operator ServiceAccount client")
+}
+
+/// Grants the operator's ServiceAccount its leader-election Role in `namespace`.
+pub async fn grant_leases(namespace: &str) {
+    let admin = TestEnv::get().await.client().await.expect("client");
+    for document in rbac_documents() {
+        if matches!(document["kind"].as_str(), Some("Role" | "RoleBinding")) {
+            apply_rbac(&admin, Some(namespace), document).await;
+        }
+    }
+}
+
+fn rbac_documents() -> Vec<serde_json::Value> {
+    let path = homelab_testenv::repo_root().join("deploy/base/rbac.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/base/rbac.yaml");
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("RBAC YAML"))
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
+async fn apply_rbac(admin: &Client, namespace: Option<&str>, document: serde_json::Value) {
+    let kind = document["kind"].as_str().unwrap_or_default().to_string();
+    let name = document["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let plural = match kind.as_str() {
+        "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        "Role" => "roles",
+        "RoleBinding" => "rolebindings",
+        other => panic!("unexpected {other} in rbac.yaml"),
+    };
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", &kind),
+        plural,
+    );
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(admin.clone(), ns, &resource),
+        None => Api::all_with(admin.clone(), &resource),
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(document),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+/// The users that created `resource` objects in `namespace`, from the audit log.
+pub async fn audit_creators(namespace: &str, resource: &str) -> Vec<String> {
+    let Some(path) = TestEnv::get().await.audit_log_path() else {
+        panic!("the test environment has no audit log");
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut users: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| {
+            e["objectRef"]["namespace"] == namespace && e["objectRef"]["resource"] == resource
+        })
+        .filter(|e| e["verb"] == "create" || e["verb"] == "patch")
+        .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
+        .collect();
+    users.sort();
+    users.dedup();
+    users
 }
