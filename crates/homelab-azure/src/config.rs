@@ -143,7 +143,7 @@ pub enum SasSigning {
 
 /// Everything the adapter is configured with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct AzureConfig {
     /// The operator's identity.
     pub credential: CredentialConfig,

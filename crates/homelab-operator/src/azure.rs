@@ -280,3 +280,30 @@ mod tests {
         assert_eq!(parse_validity(""), None);
     }
 }
+
+#[cfg(test)]
+mod documentation {
+    /// Every YAML example in docs/azure.md is a configuration the operator accepts.
+    #[test]
+    fn the_configuration_examples_parse() {
+        let doc = include_str!("../../../docs/azure.md");
+        let mut examples = 0;
+        for block in doc.split("```yaml").skip(1) {
+            let yaml = block.split("```").next().unwrap_or_default();
+            let parsed: Result<homelab_azure::AzureConfig, _> = serde_norway::from_str(yaml);
+            assert!(parsed.is_ok(), "{parsed:?}\n{yaml}");
+            examples += 1;
+        }
+        assert_eq!(examples, 3);
+    }
+}
+
+#[cfg(test)]
+mod configuration {
+    #[test]
+    fn a_misspelled_setting_is_refused() {
+        let parsed: Result<homelab_azure::AzureConfig, _> =
+            serde_norway::from_str("recoverSoftDeletd: true\n");
+        assert!(parsed.is_err());
+    }
+}
