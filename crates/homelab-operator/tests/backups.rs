@@ -620,8 +620,18 @@ async fn backed_up_database(client: &kube::Client, ns: &str, name: &str) {
     .await;
 }
 
+/// The newest drill record, once it has `outcome`.
 async fn wait_drill(
     policies: &Api<BackupPolicy>,
+    outcome: &str,
+) -> homelab_api::backup_policy::DrillRecord {
+    wait_drill_of(policies, None, outcome).await
+}
+
+/// The record of drill cluster `cluster` (or the newest record), once it has `outcome`.
+async fn wait_drill_of(
+    policies: &Api<BackupPolicy>,
+    cluster: Option<&str>,
     outcome: &str,
 ) -> homelab_api::backup_policy::DrillRecord {
     eventually(
@@ -632,7 +642,11 @@ async fn wait_drill(
             let outcome = outcome.to_string();
             async move {
                 let p = policies.get("daily").await.ok()?;
-                let record = p.status?.drills.into_iter().next()?;
+                let record = p
+                    .status?
+                    .drills
+                    .into_iter()
+                    .find(|r| cluster.is_none_or(|c| r.cluster == c))?;
                 (serde_json::to_value(record.outcome).ok()? == json!(outcome)).then_some(record)
             }
         },
@@ -957,6 +971,100 @@ async fn an_operator_restart_mid_drill_resumes_the_same_drill() {
             .drills
             .len(),
         1
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn drills_start_on_their_schedule_one_at_a_time() {
+    let (client, ns) = setup("drill-cron").await;
+    let operator = Operator::start(&ns).await;
+    // Every minute: the first drill starts at the next whole minute after the policy exists.
+    policy(
+        &client,
+        &ns,
+        "0 1 * * *",
+        "5m",
+        json!({"schedule": "* * * * *", "timeout": "30m"}),
+    )
+    .await;
+    backed_up_database(&client, &ns, "commafeed").await;
+    let drill = eventually(
+        "the scheduled drill to start",
+        Duration::from_secs(90),
+        || {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move { drill_clusters(&client, &ns).await.into_iter().next() }
+        },
+    )
+    .await;
+    assert_eq!(drill.name_any(), "commafeed-drill-1");
+    assert_eq!(
+        drill
+            .annotations()
+            .get("homelab.io/drill-trigger")
+            .map(String::as_str),
+        Some("schedule")
+    );
+    let started: jiff::Timestamp = drill.annotations()["homelab.io/drill-started"]
+        .parse()
+        .unwrap();
+    assert!(
+        started.as_second() % 60 < 30,
+        "started at {started}, long after the whole minute"
+    );
+    // The schedule comes round again while the drill runs: no second drill.
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    let clusters = drill_clusters(&client, &ns).await;
+    assert_eq!(
+        clusters.len(),
+        1,
+        "{:?}",
+        clusters.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    );
+    let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        policies
+            .get("daily")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .drills
+            .len(),
+        1
+    );
+    play_cluster_conditions(
+        &client,
+        &ns,
+        "commafeed-drill-1",
+        "Cluster in healthy state",
+        json!([ready_condition(true, jiff::Timestamp::now())]),
+    )
+    .await;
+    let done = wait_drill_of(&policies, Some("commafeed-drill-1"), "Succeeded").await;
+    assert!(done.recovery_seconds.unwrap() >= 65, "{done:?}");
+    // The next run is the first one after the drill finished: runs that fell during it are
+    // skipped, not queued up.
+    let next = eventually("the next scheduled drill", Duration::from_secs(90), || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            drill_clusters(&client, &ns)
+                .await
+                .into_iter()
+                .find(|c| c.name_any() == "commafeed-drill-2")
+        }
+    })
+    .await;
+    let next_started: jiff::Timestamp = next.annotations()["homelab.io/drill-started"]
+        .parse()
+        .unwrap();
+    let finished = done.finished.unwrap().0;
+    assert!(
+        next_started > finished && next_started.as_second() % 60 < 30,
+        "the second drill started at {next_started}; the first finished at {finished}"
     );
     operator.stop().await;
 }

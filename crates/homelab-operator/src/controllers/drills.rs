@@ -206,10 +206,15 @@ pub async fn reconcile(
         let trigger = if let Some((_, tok)) = pending_tokens.first() {
             Some(format!("{}={tok}", naming::ANNOTATION_DRILL_NOW))
         } else {
+            // Runs that fell while the last drill was still going are skipped, not queued up.
             let anchor = records
                 .iter()
                 .filter(|r| r.database == db_name)
-                .map(|r| r.started.0)
+                .map(|r| {
+                    r.finished
+                        .as_ref()
+                        .map_or(r.started.0, |f| f.0.max(r.started.0))
+                })
                 .max()
                 .unwrap_or_else(|| {
                     let policy_created = policy.meta().creation_timestamp.as_ref().map(|t| t.0);
