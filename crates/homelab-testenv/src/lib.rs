@@ -51,7 +51,22 @@ pub const NAMESPACE_LABEL: &str = "homelab.io/testenv";
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The workspace root, where `hack/`, `crds/` and `Cargo.toml` are.
+///
+/// Found at run time (from `CARGO_MANIFEST_DIR`, which cargo sets for tests and `cargo run`, or
+/// from the working directory) before falling back to where this crate was compiled: a build
+/// directory shared by several clones may hold artifacts compiled in another clone.
 pub fn repo_root() -> PathBuf {
+    let is_root = |dir: &Path| dir.join("Cargo.toml").is_file() && dir.join("crds").is_dir();
+    let starts = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_dir().ok(),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    for start in starts.into_iter().flatten() {
+        if let Some(root) = start.ancestors().find(|dir| is_root(dir)) {
+            return root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        }
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     root.canonicalize().unwrap_or(root)
 }
