@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 const MIN_INVALID_MANIFESTS: usize = 35;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    homelab_testenv::repo_root()
 }
 
 /// The `*.yaml` files of a directory under the repository root, sorted.

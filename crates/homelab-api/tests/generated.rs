@@ -1,13 +1,13 @@
 //! The generated files in the repository are what the Rust types generate now: `crds/` (which the
 //! test control plane installs and users apply) and `docs/crd-reference.md`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 use homelab_api::crd::{self, REGENERATE};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    homelab_testenv::repo_root()
 }
 
 fn stale(what: &str) -> String {

@@ -3,8 +3,6 @@
 //! accepted by a real kube-apiserver with the pinned upstream CRDs, through a server-side apply
 //! dry run with strict field validation, so an unknown or misspelled field fails.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, bail};
 use homelab_api::{AppDatabase, BackupPolicy, naming};
 use homelab_render::manifest::{Document, Resource, parse_manifests, render_documents};
@@ -112,7 +110,7 @@ spec:
 "#;
 
 fn examples() -> Result<Vec<(String, String)>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let dir = homelab_testenv::repo_root().join("examples");
     let mut inputs = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();

@@ -10,7 +10,7 @@ use homelab_render::{DrillFacts, OperatorConfig, render_on_demand_backup, render
 const NAMESPACE: &str = "homelab";
 
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    homelab_testenv::repo_root().join("examples")
 }
 
 fn read(name: &str) -> anyhow::Result<(String, String)> {
