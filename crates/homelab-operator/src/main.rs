@@ -26,6 +26,9 @@ enum Command {
         /// Files or directories of YAML manifests.
         #[arg(short = 'f', long = "filename", required = true)]
         paths: Vec<PathBuf>,
+        /// Also read the subdirectories of directories.
+        #[arg(short = 'R', long)]
+        recursive: bool,
         /// ClusterSecretStore used when a resource names none.
         #[arg(
             long,
@@ -48,13 +51,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Render {
             paths,
+            recursive,
             default_secret_store,
             cluster_issuer,
         } => {
             let mut config = homelab_render::OperatorConfig::default();
             config.default_secret_store.name = default_secret_store;
             config.default_cluster_issuer = cluster_issuer;
-            match homelab_operator::cli::render::render_paths(&paths, &config) {
+            match homelab_operator::cli::render::render_paths(&paths, recursive, &config) {
                 Ok(yaml) => {
                     print!("{yaml}");
                     ExitCode::SUCCESS

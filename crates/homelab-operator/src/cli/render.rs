@@ -18,14 +18,16 @@ pub enum RenderCommandError {
     Yaml(String),
 }
 
-/// Reads `.yaml`/`.yml` files (a directory is read recursively, in name order) and renders them.
+/// Reads `.yaml`/`.yml` files and renders them. A directory contributes its files in name order;
+/// its subdirectories too when `recursive` (as `kubectl apply -R`).
 pub fn render_paths(
     paths: &[PathBuf],
+    recursive: bool,
     config: &homelab_render::OperatorConfig,
 ) -> Result<String, RenderCommandError> {
     let mut files = Vec::new();
     for path in paths {
-        collect(path, &mut files)?;
+        collect(path, recursive, true, &mut files)?;
     }
     let mut inputs = Vec::new();
     for file in &files {
@@ -39,12 +41,20 @@ pub fn render_paths(
     homelab_render::to_yaml(&objects).map_err(|e| RenderCommandError::Yaml(e.to_string()))
 }
 
-fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), RenderCommandError> {
+fn collect(
+    path: &Path,
+    recursive: bool,
+    top: bool,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), RenderCommandError> {
     let read_err = |source| RenderCommandError::Read {
         path: path.to_path_buf(),
         source,
     };
     if path.is_dir() {
+        if !top && !recursive {
+            return Ok(());
+        }
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(read_err)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -52,7 +62,7 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), RenderCommandErr
         entries.sort();
         for entry in entries {
             if entry.is_dir() || entry.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                collect(&entry, files)?;
+                collect(&entry, recursive, false, files)?;
             }
         }
         Ok(())
