@@ -1068,3 +1068,49 @@ async fn drills_start_on_their_schedule_one_at_a_time() {
     );
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_drill_whose_database_leaves_the_policy_is_ended_and_cleaned_up() {
+    let (client, ns) = setup("drill-orphan").await;
+    let operator = Operator::start(&ns).await;
+    policy(&client, &ns, "0 1 * * *", "5m", manual_drills("30m")).await;
+    backed_up_database(&client, &ns, "listmonk").await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    databases
+        .patch(
+            "listmonk",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "x"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_exists(&client, &ns, CNPG, "Cluster", "listmonk-drill-1").await;
+    let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
+    wait_drill(&policies, "Running").await;
+    // The database stops using the policy mid-drill.
+    databases
+        .patch(
+            "listmonk",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+                "metadata": {"name": "listmonk"}, "spec": {}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let ended = wait_drill(&policies, "Failed").await;
+    assert_eq!(ended.cluster, "listmonk-drill-1");
+    assert!(
+        ended
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no longer uses this BackupPolicy"),
+        "{ended:?}"
+    );
+    wait_no_drill_cluster(&client, &ns).await;
+    operator.stop().await;
+}

@@ -42,6 +42,9 @@ pub const ANNOTATION_DRILL_RECOVERY_POINT: &str = "homelab.io/drill-recovery-poi
 /// name (or `*` for the policy's own annotation) to token.
 pub const ANNOTATION_DRILL_HANDLED: &str = "homelab.io/drill-now-handled";
 
+/// How often a running drill is looked at even without events.
+const RUNNING_POLL: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
 /// The key of the policy's own `drill-now` token in [`ANNOTATION_DRILL_HANDLED`].
 const POLICY_TOKEN_KEY: &str = "*";
 
@@ -91,11 +94,28 @@ pub async fn reconcile(
         }
     }
 
+    let reference = object_reference(policy);
     let Some(drill) = policy.spec.drill.as_ref() else {
-        export_metrics(ctx, &namespace, &[], &status.drills);
+        // Drills were turned off: a drill still running is ended, not left behind.
+        let mut records = stored.clone();
+        let ended = settle_orphans(
+            ctx,
+            &reference,
+            &clusters,
+            &mut records,
+            &std::collections::BTreeSet::new(),
+            "restore drills were turned off in the policy (spec.drill removed) while this drill ran",
+            now,
+        )
+        .await;
+        status.last_drill_outcome = records
+            .iter()
+            .max_by_key(|r| r.started.0)
+            .map(|r| outcome_text(r.outcome).to_string());
+        status.drills = records;
         return Ok(DrillPass {
             condition: None,
-            wake: None,
+            wake: (ended || requeue_soon).then(|| now + jiff::SignedDuration::from_secs(1)),
         });
     };
     let timeout = parse_timeout(&drill.timeout)?;
@@ -121,7 +141,21 @@ pub async fn reconcile(
     let policy_token = token(policy.annotations());
     let mut records = stored.clone();
     let mut wake: Option<jiff::Timestamp> = None;
-    let reference = object_reference(policy);
+    let drilled: std::collections::BTreeSet<String> =
+        databases.iter().map(|db| db.name_any()).collect();
+    if settle_orphans(
+        ctx,
+        &reference,
+        &clusters,
+        &mut records,
+        &drilled,
+        "the database no longer uses this BackupPolicy (or was deleted) while this drill ran",
+        now,
+    )
+    .await
+    {
+        requeue_soon = true;
+    }
 
     for db in &databases {
         let db_name = db.name_any();
@@ -163,7 +197,10 @@ pub async fn reconcile(
             let settled = settle(cluster, &db_name, &mut records, timeout, now);
             match settled {
                 Settled::Running { deadline } => {
-                    wake = earliest(wake, Some(deadline));
+                    // Also look again soon: not every change that ends a drill reaches this
+                    // controller as an event (a database leaving the policy maps to no
+                    // policy any more). Looking costs no writes.
+                    wake = earliest(wake, Some(deadline.min(now + RUNNING_POLL)));
                 }
                 Settled::Finished(record) => {
                     requeue_soon = true;
@@ -284,6 +321,69 @@ pub async fn reconcile(
         condition: Some(drill_condition(&databases, &status.drills)),
         wake,
     })
+}
+
+/// Ends the drills of databases that are no longer drilled by this policy (`keep` names those
+/// that are): each is recorded `Failed` with `reason`; their clusters are deleted on the next
+/// pass, once the record is stored. Returns whether anything changed.
+async fn settle_orphans(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    clusters: &[OwnedChild],
+    records: &mut Vec<DrillRecord>,
+    keep: &std::collections::BTreeSet<String>,
+    reason: &str,
+    now: jiff::Timestamp,
+) -> bool {
+    let mut ended = Vec::new();
+    for cluster in clusters {
+        let Some(db) = cluster.object.labels().get(naming::LABEL_DRILL) else {
+            continue;
+        };
+        let name = cluster.object.name_any();
+        if keep.contains(db) {
+            continue;
+        }
+        match records.iter_mut().find(|r| r.cluster == name) {
+            Some(r) if r.outcome != DrillOutcome::Running => {}
+            Some(r) => {
+                r.outcome = DrillOutcome::Failed;
+                r.finished = Some(Time(now));
+                r.message = Some(reason.to_string());
+                ended.push(r.clone());
+            }
+            None => {
+                let record = DrillRecord {
+                    database: db.clone(),
+                    cluster: name,
+                    started: Time(started_at(&cluster.object).unwrap_or(now)),
+                    finished: Some(Time(now)),
+                    outcome: DrillOutcome::Failed,
+                    recovery_seconds: None,
+                    data_loss_seconds: None,
+                    message: Some(reason.to_string()),
+                };
+                records.insert(0, record.clone());
+                ended.push(record);
+            }
+        }
+    }
+    // Running records of such databases whose cluster is gone.
+    for r in records.iter_mut() {
+        if r.outcome == DrillOutcome::Running
+            && !keep.contains(&r.database)
+            && !clusters.iter().any(|c| c.object.name_any() == r.cluster)
+        {
+            r.outcome = DrillOutcome::Failed;
+            r.finished = Some(Time(now));
+            r.message = Some(reason.to_string());
+            ended.push(r.clone());
+        }
+    }
+    for record in &ended {
+        publish_outcome(ctx, reference, record, "").await;
+    }
+    !ended.is_empty()
 }
 
 enum Settled {
