@@ -18,6 +18,9 @@ use jiff::Timestamp;
 
 use crate::metrics::{AzureLabels, Metrics};
 
+/// SAS permissions for reading an archive during a restore.
+pub const RESTORE_PERMISSIONS: &str = "rl";
+
 /// How long a verified result is trusted before Azure is asked again.
 pub const VERIFY_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -27,6 +30,9 @@ pub struct DatabaseInputs {
     pub vault_url: String,
     pub password_secret: String,
     pub backup: Option<BackupInputs>,
+    /// The archive a database restores from when it names one directly
+    /// (`spec.restore.from.archive`): a read-only SAS token for its container.
+    pub restore_archive: Option<BackupInputs>,
 }
 
 /// The backup destination of one database.
@@ -166,6 +172,35 @@ impl AzureSide {
                 {
                     ensured.next_check = rotate_at;
                 }
+            }
+        }
+        if let Some(archive) = &inputs.restore_archive
+            && let Some(sas_secret) = &archive.sas_secret
+        {
+            let store = self.blob_store(&archive.service_url)?;
+            let container = ContainerName::parse(&archive.container)?;
+            let secret = SecretName::parse(sas_secret)?;
+            let mut policy = self.clients.config().sas_policy();
+            policy.lifetime = archive.sas_lifetime;
+            // Restoring reads base backups and WAL: read and list, nothing that writes.
+            policy.permissions = RESTORE_PERMISSIONS.to_string();
+            let sas = self.count(
+                "ensure_restore_sas",
+                ensure_backup_sas(
+                    &vault,
+                    &inputs.vault_url,
+                    &secret,
+                    store.as_ref(),
+                    &container,
+                    &policy,
+                    now,
+                )
+                .await,
+            )?;
+            if let Some(rotate_at) = sas.requeue_at()
+                && rotate_at < ensured.next_check
+            {
+                ensured.next_check = rotate_at;
             }
         }
         if let Ok(mut memo) = self.memo.lock() {

@@ -454,3 +454,79 @@ async fn deleting_with_delete_removes_the_azure_side_and_retain_keeps_it() {
     );
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn restoring_from_a_named_archive_gets_a_read_only_token_for_it() {
+    let az = AzureEmulators::get().await;
+    let (client, ns, store) = setup("azure-archive", az).await;
+    // An archive left by a database that no longer exists.
+    let source_app = unique_app(&ns, "old");
+    let archive = ContainerName::parse(&format!("{source_app}-db-clean")).unwrap();
+    let blobs = clients(az).blob_store(az.blob_service_url()).unwrap();
+    blobs.ensure_container(&archive).await.unwrap();
+    let operator = Operator::start_with_azure(
+        &ns,
+        &[&format!("--default-secret-store={store}")],
+        clients(az),
+    )
+    .await;
+    let app = unique_app(&ns, "new");
+    apply_value(
+        &client,
+        &ns,
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+               "metadata": {"name": app},
+               "spec": {"restore": {"from": {"archive": {
+                   "policyRef": {"name": "daily"},
+                   "container": archive.as_str(),
+                   "serverName": format!("{source_app}-db-cnpg-v1")}}}}}),
+    )
+    .await;
+    let vault = clients(az).key_vault();
+    let secret = SecretName::parse(&format!("{app}-db-restore-sas")).unwrap();
+    let token = eventually(
+        "the restore SAS in Key Vault",
+        Duration::from_secs(60),
+        || {
+            let vault = vault.clone();
+            let secret = secret.clone();
+            async move { vault.get(az.key_vault_url(), &secret).await.ok().flatten() }
+        },
+    )
+    .await;
+    let token = token.value.expose().trim_start_matches('?').to_string();
+    let http = az.http_client();
+    let base = format!("{}/{}", az.blob_service_url(), archive.as_str());
+    let list = http
+        .get(format!("{base}?restype=container&comp=list&{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        list.status().is_success(),
+        "the token lists the archive: {}",
+        list.status()
+    );
+    let write = http
+        .put(format!("{base}/intruder.txt?{token}"))
+        .header("x-ms-blob-type", "BlockBlob")
+        .header("x-ms-version", "2025-01-05")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        write.status().as_u16(),
+        403,
+        "the restore token must not write"
+    );
+    // The read-only ObjectStore for the archive exists.
+    let stores = dynamic_api(&client, &ns, "barmancloud.cnpg.io/v1", "ObjectStore");
+    eventually("the restore ObjectStore", WAIT, || {
+        let stores = stores.clone();
+        let name = format!("{app}-db-restore");
+        async move { stores.get_opt(&name).await.ok().flatten().map(|_| ()) }
+    })
+    .await;
+    operator.stop().await;
+}

@@ -315,19 +315,8 @@ async fn azure_inputs(
     let vault_url = ctx.vault_url(&store, namespace).await?;
     let backup = policy.map(|policy| {
         let azure_storage = &policy.spec.storage.azure;
-        let service_url = azure_storage
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| {
-                format!(
-                    "https://{}.blob.core.windows.net",
-                    azure_storage.storage_account
-                )
-            })
-            .trim_end_matches('/')
-            .to_string();
         crate::azure::BackupInputs {
-            service_url,
+            service_url: service_url(azure_storage),
             container: naming::container(&azure_storage.container_template, app),
             sas_secret: match azure_storage.credentials.mode {
                 homelab_api::backup_policy::CredentialsMode::SasToken => {
@@ -339,11 +328,51 @@ async fn azure_inputs(
                 .unwrap_or(std::time::Duration::from_secs(30 * 86_400)),
         }
     });
+    let restore_archive = match db
+        .spec
+        .restore
+        .as_ref()
+        .and_then(|r| r.from.archive.as_ref())
+    {
+        Some(archive) => {
+            let policy = ctx
+                .policy(namespace, &archive.policy_ref.name)
+                .ok_or_else(|| Error::MissingReference {
+                    kind: "BackupPolicy",
+                    name: archive.policy_ref.name.clone(),
+                    namespace: namespace.to_string(),
+                })?;
+            let azure_storage = &policy.spec.storage.azure;
+            match azure_storage.credentials.mode {
+                homelab_api::backup_policy::CredentialsMode::SasToken => {
+                    Some(crate::azure::BackupInputs {
+                        service_url: service_url(azure_storage),
+                        container: archive.container.clone(),
+                        sas_secret: Some(naming::restore_sas_secret(app)),
+                        sas_lifetime: std::time::Duration::from_secs(7 * 86_400),
+                    })
+                }
+                homelab_api::backup_policy::CredentialsMode::InheritFromAzureAD => None,
+            }
+        }
+        None => None,
+    };
     Ok(crate::azure::DatabaseInputs {
         vault_url,
         password_secret: db.key_vault_password_secret(),
         backup,
+        restore_archive,
     })
+}
+
+/// The Blob service URL of a policy's storage account.
+fn service_url(storage: &homelab_api::backup_policy::AzureBlobStorage) -> String {
+    storage
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", storage.storage_account))
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// Puts an Azure failure on the condition it concerns and on `Ready`.
