@@ -44,7 +44,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn exec_exports_the_control_plane_and_returns_the_exit_code() -> Result<()> {
-    let status = Command::new(BIN)
+    let output = Command::new(BIN)
         .env_remove("HOMELAB_TESTENV_KUBECONFIG")
         .args([
             "exec",
@@ -55,10 +55,12 @@ fn exec_exports_the_control_plane_and_returns_the_exit_code() -> Result<()> {
                && test -r "$HOMELAB_TESTENV_AUDIT_LOG" && "$HOMELAB_TESTENV_BIN_DIR/kubectl" get namespace default \
                && exit 7"#,
         ])
-        .status()?;
+        .output()?;
     ensure!(
-        status.code() == Some(7),
-        "expected exit code 7, got {status}"
+        output.status.code() == Some(7),
+        "expected exit code 7, got {}; stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
 }
