@@ -1,0 +1,460 @@
+//! The benchmark: convergence against its floor, write amplification, Azure requests in steady
+//! state, reaction latency, footprint and start-up of the operator process.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use homelab_api::HomelabApp;
+use homelab_testenv::TestEnv;
+use homelab_testenv::azure::AzureEmulators;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::observe::Observer;
+use crate::operator::{OperatorCommand, OperatorProcess, OperatorSettings};
+use crate::workload::{self, Workload};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Pairs in the convergence, write-amplification and latency runs.
+    pub n: usize,
+    /// Pairs of the large footprint run (0 skips it).
+    pub large_n: usize,
+    /// Spec changes timed for reaction latency.
+    pub changes: usize,
+    /// Resync period of the restarted operator (the write-amplification window is two of them).
+    pub resync_seconds: u64,
+    /// Unrelated Secrets put in a watched namespace (0 skips it), and their size.
+    pub secrets: usize,
+    pub secret_bytes: usize,
+    /// Pairs with the Azure side on (0 skips it) and the steady-state window.
+    pub azure_pairs: usize,
+    pub azure_window: Duration,
+    /// The released operator (`homelab-operator run`).
+    pub operator: OperatorCommand,
+    /// The operator built against the emulators (for the Azure run).
+    pub emulated: Option<OperatorCommand>,
+    /// Where operator logs go.
+    pub work_dir: PathBuf,
+    /// Longest wait for one convergence.
+    pub timeout: Duration,
+}
+
+/// The figures of one run. `None` where a part was skipped or failed (see `notes`).
+#[derive(Debug, Default)]
+pub struct BenchReport {
+    pub n: usize,
+    pub children: usize,
+    pub converge: Option<Duration>,
+    pub floor: Option<Duration>,
+    pub floor_children: usize,
+    pub converge_cpu: Option<f64>,
+    pub rss_idle: Option<u64>,
+    pub rss_n: Option<u64>,
+    pub large_n: usize,
+    pub rss_large: Option<u64>,
+    pub converge_large: Option<Duration>,
+    pub converge_large_cpu: Option<f64>,
+    pub rss_secrets: Option<u64>,
+    pub secrets: usize,
+    pub restart_writes: Option<BTreeMap<String, usize>>,
+    pub restart_window: Option<Duration>,
+    pub restart_reconciles: Option<f64>,
+    pub startup_http: Option<Duration>,
+    pub startup_first_reconcile: Option<Duration>,
+    pub latencies: Vec<Duration>,
+    pub latency_failures: usize,
+    pub azure_pairs: usize,
+    pub azure_converge_requests: Option<f64>,
+    pub azure_window: Option<Duration>,
+    pub azure_window_requests: Option<f64>,
+    pub azure_per_db_hour: Option<f64>,
+    pub binary_bytes: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+impl BenchReport {
+    pub fn ratio(&self) -> Option<f64> {
+        Some(self.converge?.as_secs_f64() / self.floor?.as_secs_f64())
+    }
+
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return None;
+        }
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(index).copied()
+    }
+
+    /// Memory per additional pair between the N and large-N runs.
+    pub fn bytes_per_pair(&self) -> Option<f64> {
+        let (small, large) = (self.rss_n? as f64, self.rss_large? as f64);
+        (self.large_n > self.n).then(|| (large - small) / (self.large_n - self.n) as f64)
+    }
+
+    /// Total writes counted in the restart window.
+    pub fn restart_write_total(&self) -> Option<usize> {
+        self.restart_writes.as_ref().map(|w| w.values().sum())
+    }
+}
+
+fn settings(
+    namespace: &str,
+    env: &TestEnv,
+    opts: &BenchOptions,
+    resync: u64,
+    tag: &str,
+) -> OperatorSettings {
+    OperatorSettings {
+        namespace: namespace.to_string(),
+        kubeconfig: env.kubeconfig_path().to_owned(),
+        resync_seconds: resync,
+        azure: false,
+        extra: Vec::new(),
+        log: opts.work_dir.join(format!("operator-{tag}.log")),
+    }
+}
+
+/// Settles after the HTTP endpoint answers: the watches list and sync.
+const SETTLE: Duration = Duration::from_secs(3);
+
+pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
+    std::fs::create_dir_all(&opts.work_dir)?;
+    let client = env.client().await?;
+    let audit_log = env
+        .audit_log_path()
+        .context("the control plane has no audit log")?
+        .to_owned();
+    let render_config =
+        homelab_operator::config::RunConfig::from_args(["--azure=false"])?.render_config();
+    let kinds = workload::installed_kinds(&client, "default").await;
+    let mut report = BenchReport {
+        n: opts.n,
+        large_n: opts.large_n,
+        secrets: opts.secrets,
+        azure_pairs: opts.azure_pairs,
+        binary_bytes: crate::operator::file_size(&opts.operator.binary),
+        ..BenchReport::default()
+    };
+
+    // Idle footprint: no objects.
+    {
+        let ns = env.namespace("bench-idle").await?;
+        let mut operator =
+            OperatorProcess::spawn(&opts.operator, &settings(&ns, env, opts, 3600, "idle")).await?;
+        operator.wait_http(Duration::from_secs(60)).await?;
+        tokio::time::sleep(SETTLE).await;
+        report.rss_idle = operator.peak_rss();
+        operator.stop().await?;
+    }
+
+    // Convergence of N pairs.
+    let ns = env.namespace("bench").await?;
+    let prefix = format!("b{}", suffix(&ns));
+    let load = Workload::new(&prefix, opts.n);
+    let observer = Observer::start(&client, &ns, &kinds);
+    let mut operator =
+        OperatorProcess::spawn(&opts.operator, &settings(&ns, env, opts, 3600, "converge")).await?;
+    operator.wait_http(Duration::from_secs(60)).await?;
+    tokio::time::sleep(SETTLE).await;
+    let cpu_before = operator.cpu_seconds();
+    let start = Instant::now();
+    let created = workload::create(&client, &ns, &load).await?;
+    let expected = workload::expected_children(&created, &render_config, &kinds)?;
+    report.children = expected.len();
+    report.converge = Some(
+        observer
+            .wait_converged(opts.n, &expected, start, opts.timeout)
+            .await?,
+    );
+    report.converge_cpu = cpu_before
+        .zip(operator.cpu_seconds())
+        .map(|(before, after)| after - before);
+    report.rss_n = operator.peak_rss();
+
+    // The floor: the same children applied by a plain client.
+    {
+        let floor_ns = env.namespace("bench-floor").await?;
+        let floor_load = Workload::new(&prefix, opts.n);
+        let (elapsed, applied) =
+            workload::floor(&client, &floor_ns, &floor_load, &render_config, &kinds).await?;
+        report.floor = Some(elapsed);
+        report.floor_children = applied;
+    }
+
+    // Reaction latency: one field of one HomelabApp at a time, until the Deployment shows it.
+    if opts.n > 0 {
+        let apps: Api<HomelabApp> = Api::namespaced(client.clone(), &ns);
+        let mut deployments = BTreeMap::new();
+        for (db, app) in created.databases.iter().zip(&created.apps) {
+            let (_, children) = workload::render_pair(&created.policy, db, app, &render_config)?;
+            if let Some(deployment) = children
+                .iter()
+                .find(|o| workload::type_of(o).1 == "Deployment")
+            {
+                deployments.insert(
+                    app.metadata.name.clone().unwrap_or_default(),
+                    deployment.metadata.name.clone().unwrap_or_default(),
+                );
+            }
+        }
+        let mut replicas: BTreeMap<String, i64> = BTreeMap::new();
+        for i in 0..opts.changes {
+            let name = load.name(i % opts.n);
+            let Some(deployment) = deployments.get(&name) else {
+                continue;
+            };
+            let current = replicas.entry(name.clone()).or_insert(1);
+            let next = if *current == 1 { 2 } else { 1 };
+            *current = next;
+            let mut changes = observer.subscribe();
+            let sent = Instant::now();
+            apps.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": next}})),
+            )
+            .await?;
+            let seen = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match changes.recv().await {
+                        Ok(change)
+                            if change.kind == "Deployment"
+                                && change.object.metadata.name.as_deref()
+                                    == Some(deployment.as_str())
+                                && change.object.data["spec"]["replicas"].as_i64()
+                                    == Some(next) =>
+                        {
+                            return Some(change.at);
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return None,
+                    }
+                }
+            })
+            .await;
+            match seen {
+                Ok(Some(at)) => report.latencies.push(at.saturating_duration_since(sent)),
+                _ => report.latency_failures += 1,
+            }
+        }
+        // Let the status writes of the last change land before the restart window.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    operator.stop().await?;
+
+    // Write amplification and start-up: restart over an unchanged world.
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let offset = crate::audit::offset(&audit_log);
+        let mut operator = OperatorProcess::spawn(
+            &opts.operator,
+            &settings(&ns, env, opts, opts.resync_seconds, "restart"),
+        )
+        .await?;
+        report.startup_http = Some(operator.wait_http(Duration::from_secs(60)).await?);
+        if opts.n > 0 {
+            report.startup_first_reconcile = Some(
+                operator
+                    .wait_first_reconcile(Duration::from_secs(60))
+                    .await?,
+            );
+        }
+        let resync = Duration::from_secs(opts.resync_seconds.max(10));
+        let window_end = operator.started + 2 * resync + Duration::from_secs(2);
+        tokio::time::sleep(window_end.saturating_duration_since(Instant::now())).await;
+        report.restart_reconciles = operator
+            .metric("homelab_operator_reconciles_total", "")
+            .await;
+        report.restart_window = Some(operator.started.elapsed());
+        operator.stop().await?;
+        // Audit lines follow the responses shortly.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        report.restart_writes = Some(crate::audit::writes(&audit_log, offset, &ns));
+    }
+    drop(observer);
+
+    // Footprint at large N.
+    if opts.large_n > 0 {
+        let ns = env.namespace("bench-large").await?;
+        let load = Workload::new(&format!("l{}", suffix(&ns)), opts.large_n);
+        let observer = Observer::start(&client, &ns, &kinds);
+        let mut operator =
+            OperatorProcess::spawn(&opts.operator, &settings(&ns, env, opts, 3600, "large"))
+                .await?;
+        operator.wait_http(Duration::from_secs(60)).await?;
+        tokio::time::sleep(SETTLE).await;
+        let cpu_before = operator.cpu_seconds();
+        let start = Instant::now();
+        let created = workload::create(&client, &ns, &load).await?;
+        let expected = workload::expected_children(&created, &render_config, &kinds)?;
+        match observer
+            .wait_converged(opts.large_n, &expected, start, opts.timeout * 4)
+            .await
+        {
+            Ok(elapsed) => report.converge_large = Some(elapsed),
+            Err(e) => report.notes.push(format!("large run: {e}")),
+        }
+        report.converge_large_cpu = cpu_before
+            .zip(operator.cpu_seconds())
+            .map(|(before, after)| after - before);
+        report.rss_large = operator.peak_rss();
+        operator.stop().await?;
+    }
+
+    // Unrelated Secrets in the watched namespace.
+    if opts.secrets > 0 {
+        let ns = env.namespace("bench-secrets").await?;
+        create_secrets(&client, &ns, opts.secrets, opts.secret_bytes).await?;
+        let mut operator =
+            OperatorProcess::spawn(&opts.operator, &settings(&ns, env, opts, 3600, "secrets"))
+                .await?;
+        operator.wait_http(Duration::from_secs(60)).await?;
+        tokio::time::sleep(SETTLE).await;
+        report.rss_secrets = operator.peak_rss();
+        operator.stop().await?;
+    }
+
+    // Azure requests in steady state.
+    if opts.azure_pairs > 0 {
+        match &opts.emulated {
+            Some(emulated) => match AzureEmulators::start().await {
+                Ok(az) => {
+                    if let Err(e) = azure_steady_state(env, opts, emulated, &az, &mut report).await
+                    {
+                        report.notes.push(format!("Azure run failed: {e:#}"));
+                    }
+                }
+                Err(e) => report.notes.push(format!(
+                    "Azure run skipped: the emulators did not start: {e}"
+                )),
+            },
+            None => report
+                .notes
+                .push("Azure run skipped: no emulator-wired operator binary".into()),
+        }
+    }
+    Ok(report)
+}
+
+async fn azure_steady_state(
+    env: &TestEnv,
+    opts: &BenchOptions,
+    emulated: &OperatorCommand,
+    az: &AzureEmulators,
+    report: &mut BenchReport,
+) -> Result<()> {
+    let client = env.client().await?;
+    let ns = env.namespace("bench-azure").await?;
+    let mut load = Workload::new(&format!("a{}", suffix(&ns)), opts.azure_pairs);
+    load.blob_endpoint = Some(az.blob_service_url().to_string());
+    load.storage_account = az.account_name().to_string();
+    let mut command = emulated.clone();
+    command.env = az
+        .env_vars()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let mut settings = settings(&ns, env, opts, opts.resync_seconds, "azure");
+    settings.azure = true;
+    settings
+        .extra
+        .push(crate::emulators::secret_store(&client, &format!("vault-{ns}"), az).await?);
+    let mut operator = OperatorProcess::spawn(&command, &settings).await?;
+    operator.wait_http(Duration::from_secs(60)).await?;
+    workload::create(&client, &ns, &load).await?;
+    wait_azure_side(&client, &ns, opts.azure_pairs, opts.timeout).await?;
+    let before = operator
+        .metric("homelab_operator_azure_requests_total", "")
+        .await
+        .context("metrics")?;
+    report.azure_converge_requests = Some(before);
+    let start = Instant::now();
+    tokio::time::sleep(opts.azure_window).await;
+    let after = operator
+        .metric("homelab_operator_azure_requests_total", "")
+        .await
+        .context("metrics")?;
+    let window = start.elapsed();
+    report.azure_window = Some(window);
+    report.azure_window_requests = Some(after - before);
+    report.azure_per_db_hour =
+        Some((after - before) / opts.azure_pairs as f64 * 3600.0 / window.as_secs_f64());
+    operator.stop().await?;
+    Ok(())
+}
+
+/// Waits until every AppDatabase in `namespace` reports where its password came from and when
+/// its backup SAS expires: the Azure side is complete.
+pub async fn wait_azure_side(
+    client: &kube::Client,
+    namespace: &str,
+    count: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let api: Api<homelab_api::AppDatabase> = Api::namespaced(client.clone(), namespace);
+    let start = Instant::now();
+    loop {
+        let list = api.list(&Default::default()).await?;
+        let done = list
+            .items
+            .iter()
+            .filter(|db| {
+                db.status.as_ref().is_some_and(|s| {
+                    s.password_origin.is_some()
+                        && s.backup.as_ref().is_some_and(|b| b.sas_expires.is_some())
+                })
+            })
+            .count();
+        if done >= count {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!("{done} of {count} databases have their Azure side after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn create_secrets(
+    client: &kube::Client,
+    namespace: &str,
+    count: usize,
+    bytes: usize,
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let payload = k8s_openapi::ByteString(vec![b'x'; bytes]);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            let payload = payload.clone();
+            async move {
+                let secret = Secret {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(format!("unrelated-{i}")),
+                        ..Default::default()
+                    },
+                    data: Some([("blob".to_string(), payload)].into()),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &secret).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(4)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// The random part of a test namespace's name, for unique object names.
+pub fn suffix(namespace: &str) -> String {
+    namespace.rsplit('-').next().unwrap_or("x").to_string()
+}

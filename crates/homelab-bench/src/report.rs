@@ -1,0 +1,232 @@
+//! Tables of figures, for the terminal and for docs/benchmarks.md.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::bench::BenchReport;
+
+fn secs(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn millis(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn mib(b: Option<u64>) -> String {
+    b.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "–",
+    }
+}
+
+/// A Markdown table of the benchmark figures (readable as plain text too).
+pub fn bench_table(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "| figure | value | goal |");
+    let _ = writeln!(s, "|---|---|---|");
+    let row = |s: &mut String, what: &str, value: String, goal: &str| {
+        let _ = writeln!(s, "| {what} | {value} | {goal} |");
+    };
+    row(
+        &mut s,
+        &format!("convergence, {} pairs ({} children)", r.n, r.children),
+        secs(r.converge),
+        "",
+    );
+    row(
+        &mut s,
+        &format!("floor: plain client, same {} children", r.floor_children),
+        secs(r.floor),
+        "",
+    );
+    row(
+        &mut s,
+        "operator ÷ floor",
+        num(r.ratio(), 2),
+        &format!("≤ 1.5: {}", verdict(r.ratio().map(|x| x <= 1.5))),
+    );
+    row(
+        &mut s,
+        "CPU seconds converging (user+system)",
+        num(r.converge_cpu, 2),
+        "",
+    );
+    let writes = r.restart_write_total();
+    row(
+        &mut s,
+        &format!(
+            "writes after restart over {} (two resync periods), leases excluded",
+            secs(r.restart_window)
+        ),
+        writes
+            .map(|w| {
+                let detail = r
+                    .restart_writes
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if detail.is_empty() {
+                    w.to_string()
+                } else {
+                    format!("{w} ({detail})")
+                }
+            })
+            .unwrap_or_else(|| "–".into()),
+        &format!("0: {}", verdict(writes.map(|w| w == 0))),
+    );
+    row(
+        &mut s,
+        "reconciles in that window",
+        num(r.restart_reconciles, 0),
+        "",
+    );
+    row(
+        &mut s,
+        &format!(
+            "Azure requests per database per hour, steady state ({} databases, {} window)",
+            r.azure_pairs,
+            secs(r.azure_window)
+        ),
+        num(r.azure_per_db_hour, 2),
+        &format!("≤ 1: {}", verdict(r.azure_per_db_hour.map(|x| x <= 1.0))),
+    );
+    row(
+        &mut s,
+        "Azure requests per database to converge",
+        num(
+            r.azure_converge_requests
+                .map(|x| x / r.azure_pairs.max(1) as f64),
+            1,
+        ),
+        "",
+    );
+    row(
+        &mut s,
+        &format!(
+            "reaction latency p50 ({} changes, {} not seen in 10 s)",
+            r.latencies.len(),
+            r.latency_failures
+        ),
+        millis(r.percentile(0.5)),
+        "",
+    );
+    row(
+        &mut s,
+        "reaction latency p99",
+        millis(r.percentile(0.99)),
+        &format!(
+            "< 250 ms: {}",
+            verdict(r.percentile(0.99).map(|p| p < Duration::from_millis(250)))
+        ),
+    );
+    row(
+        &mut s,
+        "reaction latency max",
+        millis(r.percentile(1.0)),
+        "",
+    );
+    row(&mut s, "peak RSS, 0 pairs", mib(r.rss_idle), "");
+    row(
+        &mut s,
+        &format!("peak RSS, {} pairs", r.n),
+        mib(r.rss_n),
+        "",
+    );
+    row(
+        &mut s,
+        &format!("peak RSS, {} pairs", r.large_n),
+        mib(r.rss_large),
+        "",
+    );
+    row(
+        &mut s,
+        &format!("convergence, {} pairs", r.large_n),
+        secs(r.converge_large),
+        "",
+    );
+    row(
+        &mut s,
+        &format!("CPU seconds converging {} pairs", r.large_n),
+        num(r.converge_large_cpu, 2),
+        "",
+    );
+    row(
+        &mut s,
+        "memory per additional pair (CR pair + children in cache)",
+        r.bytes_per_pair()
+            .map(|b| format!("{:.1} KiB", b / 1024.0))
+            .unwrap_or_else(|| "–".into()),
+        "",
+    );
+    let secrets_ratio = r
+        .rss_secrets
+        .zip(r.rss_idle)
+        .map(|(a, b)| a as f64 / b as f64);
+    row(
+        &mut s,
+        &format!("peak RSS, 0 pairs + {} unrelated 1 MiB Secrets", r.secrets),
+        format!(
+            "{} ({} of idle)",
+            mib(r.rss_secrets),
+            secrets_ratio
+                .map(|x| format!("{:+.1} %", (x - 1.0) * 100.0))
+                .unwrap_or_else(|| "–".into())
+        ),
+        &format!(
+            "within 10 %: {}",
+            verdict(secrets_ratio.map(|x| (x - 1.0).abs() <= 0.10))
+        ),
+    );
+    row(
+        &mut s,
+        "start-up: process start to /metrics",
+        millis(r.startup_http),
+        "",
+    );
+    row(
+        &mut s,
+        &format!(
+            "start-up: process start to first reconcile ({} pairs present)",
+            r.n
+        ),
+        millis(r.startup_first_reconcile),
+        "",
+    );
+    row(&mut s, "release binary size", mib(r.binary_bytes), "");
+    for note in &r.notes {
+        let _ = writeln!(s, "\nNote: {note}");
+    }
+    s
+}
+
+/// Replaces the text between `<!-- {marker}:begin -->` and `<!-- {marker}:end -->` in `path`
+/// (appending the markers if absent), keeping the rest of the document.
+pub fn write_section(path: &std::path::Path, marker: &str, body: &str) -> std::io::Result<()> {
+    let begin = format!("<!-- {marker}:begin -->");
+    let end = format!("<!-- {marker}:end -->");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let section = format!("{begin}\n{body}{end}");
+    let updated = match (text.find(&begin), text.find(&end)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{section}{}", &text[..b], &text[e + end.len()..])
+        }
+        _ => format!("{}\n{section}\n", text.trim_end()),
+    };
+    std::fs::write(path, updated)
+}

@@ -1,0 +1,97 @@
+//! The bench and chaos runs at small sizes, asserting correctness only (no timing): everything
+//! converges, an unchanged world costs no writes after a restart, and no chaos invariant breaks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use homelab_bench::bench::{self, BenchOptions};
+use homelab_bench::chaos::{self, ChaosOptions};
+use homelab_bench::operator::OperatorCommand;
+use homelab_testenv::TestEnv;
+
+/// The operator process: the library's entry point, as the released binary runs it, built with
+/// the emulators' Azure wiring.
+fn operator() -> OperatorCommand {
+    OperatorCommand {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_operator-emulated")),
+        prefix: Vec::new(),
+        env: Vec::new(),
+    }
+}
+
+fn azurite_available() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || homelab_testenv::azure::azurite_blob_path().exists()
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("homelab-bench-smoke-{name}-{}", std::process::id()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_at_small_n_converges_without_writes_after_restart() {
+    let env = TestEnv::get().await;
+    let opts = BenchOptions {
+        n: 5,
+        large_n: 0,
+        changes: 5,
+        resync_seconds: 10,
+        secrets: 2,
+        secret_bytes: 1024,
+        azure_pairs: if azurite_available() { 2 } else { 0 },
+        azure_window: Duration::from_secs(5),
+        operator: operator(),
+        emulated: Some(operator()),
+        work_dir: work_dir("bench"),
+        timeout: Duration::from_secs(120),
+    };
+    let report = bench::run(env, &opts).await.expect("bench run");
+    println!("{}", homelab_bench::report::bench_table(&report));
+    assert!(report.converge.is_some());
+    assert!(report.children > 0);
+    assert_eq!(
+        report.floor_children, report.children,
+        "the floor applies the same children"
+    );
+    assert_eq!(
+        report.latency_failures, 0,
+        "every change reached its Deployment"
+    );
+    assert_eq!(report.latencies.len(), 5);
+    assert_eq!(
+        report.restart_write_total(),
+        Some(0),
+        "writes after a restart over an unchanged world: {:?}",
+        report.restart_writes
+    );
+    assert!(report.rss_idle.is_some() && report.rss_n.is_some());
+    if opts.azure_pairs > 0 {
+        assert!(
+            report.notes.is_empty(),
+            "the Azure run completed: {:?}",
+            report.notes
+        );
+        assert!(report.azure_per_db_hour.is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_at_small_n_keeps_every_invariant() {
+    let env = TestEnv::get().await;
+    let opts = ChaosOptions {
+        n: 5,
+        kills: 3,
+        budget: Duration::from_secs(120),
+        cut_every: Duration::from_secs(1),
+        outage: Duration::from_secs(3),
+        operator: operator(),
+        emulated: azurite_available().then(operator),
+        require_azure: std::env::var("CI").is_ok_and(|v| v == "true"),
+        work_dir: work_dir("chaos"),
+    };
+    let report = chaos::run(env, &opts).await.expect("chaos run");
+    println!("{}", report.table());
+    assert!(report.violations().is_empty(), "{:?}", report.violations());
+}
