@@ -47,6 +47,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // kube and the Azure SDK bring different rustls crypto backends; pick one for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Render {
