@@ -247,16 +247,21 @@ pub async fn on_demand_backups(
             backups.push((None, old.clone()));
         }
     }
-    // Newest first: objects by creation time, then entries remembered from status in order.
+    // Newest first: objects by creation time (whole seconds, so ties keep the order status
+    // already has, then the token), then entries remembered from status in their order. The
+    // order is deterministic, so an unchanged world writes no status.
     let order: Vec<String> = previous.iter().map(|b| b.token.clone()).collect();
-    backups.sort_by(|(a_time, a), (b_time, b)| match (a_time, b_time) {
-        (Some(a), Some(b)) => b.cmp(a),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => {
-            let position = |t: &str| order.iter().position(|o| o == t);
-            position(&a.token).cmp(&position(&b.token))
-        }
+    let position = |t: &str| order.iter().position(|o| o == t).unwrap_or(usize::MAX);
+    backups.sort_by(|(a_time, a), (b_time, b)| {
+        let by_time = match (a_time, b_time) {
+            (Some(a), Some(b)) => b.cmp(a),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_time
+            .then_with(|| position(&a.token).cmp(&position(&b.token)))
+            .then_with(|| a.token.cmp(&b.token))
     });
     let list: Vec<OnDemandBackup> = backups
         .into_iter()
