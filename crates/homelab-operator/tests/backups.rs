@@ -782,6 +782,13 @@ async fn a_drill_restores_measures_and_cleans_up() {
         .unwrap();
     assert_eq!(after.metadata.generation, production.metadata.generation);
     assert_eq!(after.data["spec"], production.data["spec"]);
+    // One Event per drill outcome, not repeated by the condition's transition.
+    let succeeded_events = event_reasons(&client, &ns)
+        .await
+        .into_iter()
+        .filter(|r| r == "DrillSucceeded")
+        .count();
+    assert_eq!(succeeded_events, 1);
     // The token is not acted on twice.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(drill_clusters(&client, &ns).await.is_empty());

@@ -104,11 +104,19 @@ pub async fn reconcile(
             .status_patches
             .get_or_create(&crate::metrics::KindLabels { kind: KIND })
             .inc();
+        // Each drill publishes its own Event (started, succeeded, failed, timed out) with the
+        // database and the measured times; DrillSucceeded flipping would only repeat it.
+        let without_drills = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+            c.iter()
+                .filter(|c| c.type_ != conditions::DRILL_SUCCEEDED)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         super::publish_transitions(
             &ctx.events,
             &object_reference(policy),
-            &previous.conditions,
-            &status.conditions,
+            &without_drills(&previous.conditions),
+            &without_drills(&status.conditions),
         )
         .await;
     }
