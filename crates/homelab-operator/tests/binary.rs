@@ -82,7 +82,10 @@ async fn the_binary_starts_reconciles_and_stops_on_sigterm() {
     assert!(status.success(), "exit {status}:\n{logs}");
     // JSON logs: one object per line.
     for line in logs.lines() {
-        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "{line}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "{line}"
+        );
     }
     assert!(logs.contains("shutting down"), "{logs}");
 }
