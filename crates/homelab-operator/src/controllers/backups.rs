@@ -247,11 +247,13 @@ pub async fn on_demand_backups(
             backups.push((None, old.clone()));
         }
     }
-    // Newest first: objects by creation time (whole seconds, so ties keep the order status
-    // already has, then the token), then entries remembered from status in their order. The
-    // order is deterministic, so an unchanged world writes no status.
+    // Newest first: objects by creation time (whole seconds, so ties put a token status does
+    // not know yet first and otherwise keep the order status already has), then entries
+    // remembered from status in their order. The order is deterministic, so an unchanged world
+    // writes no status.
     let order: Vec<String> = previous.iter().map(|b| b.token.clone()).collect();
-    let position = |t: &str| order.iter().position(|o| o == t).unwrap_or(usize::MAX);
+    // A token status does not know yet is the newest request.
+    let position = |t: &str| order.iter().position(|o| o == t).map_or(-1, |p| p as i64);
     backups.sort_by(|(a_time, a), (b_time, b)| {
         let by_time = match (a_time, b_time) {
             (Some(a), Some(b)) => b.cmp(a),
