@@ -32,13 +32,36 @@ where
     };
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
-    api.patch(
-        &object.name_any(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await?;
-    Ok(true)
+    let name = object.name_any();
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        // The `test` failed: the cached object is older than the stored one, typically because
+        // an earlier reconcile added the finalizer and the watch has not delivered that yet.
+        // Look at the stored object instead of failing into a backoff; retry once from it.
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            let stored = api.get(&name).await?;
+            if has_finalizer(&stored) {
+                return Ok(false);
+            }
+            let (path, value) = if stored.finalizers().is_empty() {
+                ("/metadata/finalizers", serde_json::json!([FINALIZER]))
+            } else {
+                ("/metadata/finalizers/-", serde_json::json!(FINALIZER))
+            };
+            let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": stored.resource_version()},
+                {"op": "add", "path": path, "value": value}
+            ]))
+            .map_err(kube::Error::SerdeError)?;
+            api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+                .await?;
+            Ok(true)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Removes the finalizer if present.
