@@ -121,19 +121,24 @@ pub async fn reconcile(
     let timeout = parse_timeout(&drill.timeout)?;
     let cron = Schedule::parse(&drill.schedule)
         .map_err(|e| Error::InvalidSpec(format!("spec.drill.schedule: {e}")))?;
-    let databases: Vec<std::sync::Arc<AppDatabase>> = ctx
-        .databases
-        .state()
-        .iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|db| db.namespace().as_deref() == Some(namespace.as_str()))
+    // Read from the API, not the AppDatabase controller's cache: this reconcile may have been
+    // triggered by this controller's own watch of AppDatabases (a new drill-now token, a first
+    // backup) before that other cache has seen the change, and nothing would trigger it again.
+    let database_api: Api<kube::core::error_boundary::DeserializeGuard<AppDatabase>> =
+        Api::namespaced(ctx.client.clone(), &namespace);
+    let databases: Vec<std::sync::Arc<AppDatabase>> = database_api
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|g| g.0.ok())
         .filter(|db| {
             db.spec
                 .backup
                 .as_ref()
                 .is_some_and(|b| b.policy_ref.name == name)
         })
-        .map(|db| std::sync::Arc::new(db.clone()))
+        .map(std::sync::Arc::new)
         .collect();
 
     let handled_before = handled_tokens(policy);
