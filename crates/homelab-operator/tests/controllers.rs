@@ -215,6 +215,37 @@ async fn changes_deletions_and_hand_edits_are_reconciled() {
     })
     .await;
 
+    // A child that is no longer wanted is deleted: the app moves from an Ingress to a route.
+    apps.patch(
+        "linkding",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"ingress": null,
+            "route": {"gateway": {"name": "homelab"}, "hostname": "links.example.com"}}})),
+    )
+    .await
+    .unwrap();
+    let ingresses = dynamic_api(&client, &ns, "networking.k8s.io/v1", "Ingress");
+    eventually("the Ingress to be deleted", WAIT, || {
+        let ingresses = ingresses.clone();
+        async move {
+            ingresses
+                .get_opt("linkding")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    wait_exists(
+        &client,
+        &ns,
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "linkding",
+    )
+    .await;
+
     // A hand edit of an owned field is reverted.
     deployments
         .patch(

@@ -494,6 +494,9 @@ async fn prune(db: &AppDatabase, desired: &[DynamicObject], ctx: &Context) -> Re
         .iter()
         .map(|o| (type_of(o).1, o.name_any()))
         .collect();
+    if !ctx.prune_needed(&uid, &wanted) {
+        return Ok(());
+    }
     for child in ctx.children.owned_by(&namespace, &uid, &owner_key) {
         if wanted.contains(&(child.kind.clone(), child.object.name_any())) {
             continue;
@@ -514,6 +517,7 @@ async fn prune(db: &AppDatabase, desired: &[DynamicObject], ctx: &Context) -> Re
         tracing::info!(kind = %child.kind, name = %child.object.name_any(), "deleting a child that is no longer wanted");
         ctx.children.delete(&child).await?;
     }
+    ctx.record_pruned(&uid, wanted);
     Ok(())
 }
 
@@ -838,6 +842,7 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
         }
     }
     finalizer::remove(api, db).await?;
+    ctx.forget_pruned(db.meta().uid.as_deref().unwrap_or_default());
     Ok(Action::await_change())
 }
 

@@ -27,6 +27,7 @@ pub async fn reconcile(
     };
     if app.meta().deletion_timestamp.is_some() {
         // Every child carries an ownerReference: the garbage collector removes them.
+        ctx.forget_pruned(app.meta().uid.as_deref().unwrap_or_default());
         return Ok(Action::await_change());
     }
     let _timer = ctx.metrics.start_reconcile(KIND);
@@ -122,6 +123,9 @@ async fn prune(app: &HomelabApp, desired: &[DynamicObject], ctx: &Context) -> Re
         .iter()
         .map(|o| (type_of(o).1, o.name_any()))
         .collect();
+    if !ctx.prune_needed(&uid, &wanted) {
+        return Ok(());
+    }
     for child in ctx.children.owned_by(&namespace, &uid, &owner_key) {
         if wanted.contains(&(child.kind.clone(), child.object.name_any())) {
             continue;
@@ -129,6 +133,7 @@ async fn prune(app: &HomelabApp, desired: &[DynamicObject], ctx: &Context) -> Re
         tracing::info!(kind = %child.kind, name = %child.object.name_any(), "deleting a child that is no longer wanted");
         ctx.children.delete(&child).await?;
     }
+    ctx.record_pruned(&uid, wanted);
     Ok(())
 }
 

@@ -49,6 +49,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Key Vault URLs of External Secrets stores, with when they were read.
     vault_urls: Mutex<HashMap<String, (String, jiff::Timestamp)>>,
+    /// Per owner uid, the set of children it wanted when its children were last pruned. While
+    /// the set is unchanged nothing can have become unwanted, so the scan is skipped.
+    pruned: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }
 
 impl Context {
@@ -80,6 +83,38 @@ impl Context {
             azure,
             failures: Mutex::new(HashMap::new()),
             vault_urls: Mutex::new(HashMap::new()),
+            pruned: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the children of `owner_uid` must be scanned for ones no longer wanted: only when
+    /// the wanted set differs from the one last pruned against (always after a restart).
+    pub fn prune_needed(
+        &self,
+        owner_uid: &str,
+        wanted: &std::collections::BTreeSet<(String, String)>,
+    ) -> bool {
+        match self.pruned.lock() {
+            Ok(pruned) => pruned.get(owner_uid) != Some(wanted),
+            Err(_) => true,
+        }
+    }
+
+    /// Records that the children of `owner_uid` were pruned against `wanted`.
+    pub fn record_pruned(
+        &self,
+        owner_uid: &str,
+        wanted: std::collections::BTreeSet<(String, String)>,
+    ) {
+        if let Ok(mut pruned) = self.pruned.lock() {
+            pruned.insert(owner_uid.to_string(), wanted);
+        }
+    }
+
+    /// Forgets what was pruned for an owner that is gone.
+    pub fn forget_pruned(&self, owner_uid: &str) {
+        if let Ok(mut pruned) = self.pruned.lock() {
+            pruned.remove(owner_uid);
         }
     }
 

@@ -161,9 +161,14 @@ impl Children {
                 let config = watcher::Config::default()
                     .labels(&managed_selector())
                     .any_semantic();
-                let stream = reflector::reflector(writer, watcher(api, config))
-                    .default_backoff()
-                    .touched_objects();
+                let keep_status = STATUS_READ.contains(&resource.kind.as_str());
+                let stream = reflector::reflector(
+                    writer,
+                    watcher(api, config)
+                        .modify(move |object: &mut DynamicObject| slim(object, keep_status)),
+                )
+                .default_backoff()
+                .touched_objects();
                 let mut senders = Vec::with_capacity(subscribers);
                 for subscriber in receivers.iter_mut() {
                     let (tx, rx) = mpsc::unbounded_channel();
@@ -345,6 +350,24 @@ impl Children {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(source) => Err(ChildError::Delete { kind, name, source }),
         }
+    }
+}
+
+/// Child kinds whose status the controllers read; the status of every other kind is not kept.
+const STATUS_READ: [&str; 5] = [
+    "Cluster",
+    "ExternalSecret",
+    "Deployment",
+    "ObjectStore",
+    "Backup",
+];
+
+/// Drops what the operator never reads from a cached child: `managedFields` (often larger than
+/// the object itself) and, for kinds whose status nobody reads, the status.
+fn slim(object: &mut DynamicObject, keep_status: bool) {
+    object.metadata.managed_fields = None;
+    if !keep_status && let Some(map) = object.data.as_object_mut() {
+        map.remove("status");
     }
 }
 
