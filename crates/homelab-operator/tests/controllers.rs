@@ -510,8 +510,30 @@ async fn a_restart_after_convergence_writes_nothing() {
         }
     })
     .await;
-    // Let the last writes settle, then restart.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Converged means quiet: no status write and no apply for five seconds in a row.
+    let mut last = (-1.0, -1.0);
+    let mut quiet = 0;
+    let start = std::time::Instant::now();
+    while quiet < 5 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the operator never went quiet"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = (
+            operator
+                .metric("homelab_operator_status_patches_total", "")
+                .await,
+            operator
+                .metric(
+                    "homelab_operator_child_applies_total",
+                    "outcome=\"applied\"",
+                )
+                .await,
+        );
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
     operator.stop().await;
     let offset = audit_offset().await;
     let operator = Operator::start(&ns).await;
