@@ -62,6 +62,9 @@ pub struct BenchReport {
     pub rss_secrets: Option<u64>,
     pub secrets: usize,
     pub restart_writes: Option<BTreeMap<String, usize>>,
+    /// Write requests in the namespace from the first create to convergence (the bench's own
+    /// creates included).
+    pub converge_writes: Option<BTreeMap<String, usize>>,
     pub restart_window: Option<Duration>,
     pub restart_reconciles: Option<f64>,
     pub startup_http: Option<Duration>,
@@ -164,6 +167,7 @@ pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
     operator.wait_http(Duration::from_secs(60)).await?;
     tokio::time::sleep(SETTLE).await;
     let cpu_before = operator.cpu_seconds();
+    let converge_offset = crate::audit::offset(&audit_log);
     let start = Instant::now();
     let created = workload::create(&client, &ns, &load).await?;
     let expected = workload::expected_children(&created, &render_config, &kinds)?;
@@ -173,6 +177,8 @@ pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
             .wait_converged(opts.n, &expected, start, opts.timeout)
             .await?,
     );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report.converge_writes = Some(crate::audit::writes(&audit_log, converge_offset, &ns));
     report.converge_cpu = cpu_before
         .zip(operator.cpu_seconds())
         .map(|(before, after)| after - before);

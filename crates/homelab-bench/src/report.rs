@@ -61,6 +61,22 @@ pub fn bench_table(r: &BenchReport) -> String {
     );
     row(
         &mut s,
+        "write requests until converged (creates of the CRs included)",
+        r.converge_writes
+            .as_ref()
+            .map(|w| {
+                let detail = w
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("{} ({detail})", w.values().sum::<usize>())
+            })
+            .unwrap_or_else(|| "–".into()),
+        "",
+    );
+    row(
+        &mut s,
         "CPU seconds converging (user+system)",
         num(r.converge_cpu, 2),
         "",

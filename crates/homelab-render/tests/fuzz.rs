@@ -277,9 +277,16 @@ fn from_schema(schema: &Value, depth: u32) -> BoxedStrategy<Value> {
 fn string_for(schema: &Value) -> BoxedStrategy<Value> {
     let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
     let max = schema["maxLength"].as_u64().map(|m| m as usize);
-    let fits = move |s: &String| {
-        let n = s.chars().count();
-        n >= min && max.is_none_or(|m| n <= m)
+    // Strings are cut or padded to the schema's length bounds (filtering would reject most).
+    let fit = move |s: String| {
+        let mut s: String = match max {
+            Some(m) => s.chars().take(m).collect(),
+            None => s,
+        };
+        while s.chars().count() < min {
+            s.push('a');
+        }
+        s
     };
     let base: BoxedStrategy<String> = match schema["pattern"].as_str() {
         Some(pattern) => {
@@ -301,7 +308,7 @@ fn string_for(schema: &Value) -> BoxedStrategy<Value> {
         },
     };
     prop_oneof![
-        9 => base.prop_filter("length bounds", fits),
+        9 => base.prop_map(fit),
         1 => edge_string(),
     ]
     .prop_map(Value::String)
