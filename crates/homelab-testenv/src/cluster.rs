@@ -389,7 +389,7 @@ fn apiserver_args(files: &Files, etcd_port: u16, port: u16) -> Vec<String> {
             "--service-account-signing-key-file={}",
             path(&files.service_account_key)
         ),
-        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--service-cluster-ip-range=10.0.0.0/16".into(),
         "--allow-privileged=true".into(),
         format!("--audit-policy-file={}", path(&files.audit_policy)),
         format!("--audit-log-path={}", path(&files.audit_log)),
