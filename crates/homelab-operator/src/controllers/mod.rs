@@ -350,7 +350,7 @@ pub async fn report_invalid<K: kube::Resource<DynamicType = ()>>(
     Ok(Action::await_change())
 }
 
-/// Publishes an Event for each condition whose status changed.
+/// Publishes an Event for each condition whose status flipped.
 pub async fn publish_transitions(
     events: &Events,
     reference: &ObjectReference,
@@ -358,11 +358,12 @@ pub async fn publish_transitions(
     current: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
 ) {
     for condition in current {
-        let before = previous.iter().find(|p| p.type_ == condition.type_);
-        if before.is_some_and(|b| b.status == condition.status) {
+        // Only a flip is an event: a condition seen for the first time is in the status already,
+        // and publishing it would double the writes of every new resource.
+        let Some(before) = previous.iter().find(|p| p.type_ == condition.type_) else {
             continue;
-        }
-        if before.is_none() && condition.status == "Unknown" {
+        };
+        if before.status == condition.status {
             continue;
         }
         let warning = condition.status == "False";
