@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 
 use homelab_render::{PolicyFacts, RestoreSourceFacts};
 
-use super::{Context, Error, finalizer, now, object_reference};
+use super::{Context, Error, finalizer, now, object_reference, type_of};
 use crate::controllers::child_ready_condition;
 use crate::kubernetes::status;
 
@@ -485,40 +485,22 @@ pub fn server_name(db: &AppDatabase) -> String {
     }
 }
 
-/// Deletes children this AppDatabase owns that are no longer desired.
+/// Deletes children this AppDatabase owns that are no longer desired. Drill clusters belong to
+/// the BackupPolicy controller, and on-demand Backups are records of what was asked for: both
+/// stay.
 async fn prune(db: &AppDatabase, desired: &[DynamicObject], ctx: &Context) -> Result<(), Error> {
     let namespace = db.namespace().unwrap_or_default();
     let uid = db.meta().uid.clone().unwrap_or_default();
     let owner_key = format!("{KIND}/{}", db.name_any());
-    let wanted: BTreeSet<(String, String)> = desired
-        .iter()
-        .map(|o| (type_of(o).1, o.name_any()))
-        .collect();
-    if !ctx.prune_needed(&uid, &wanted) {
-        return Ok(());
-    }
-    for child in ctx.children.owned_by(&namespace, &uid, &owner_key) {
-        if wanted.contains(&(child.kind.clone(), child.object.name_any())) {
-            continue;
-        }
-        // Drill clusters belong to the BackupPolicy controller.
-        if child.object.labels().contains_key(naming::LABEL_DRILL) {
-            continue;
-        }
-        // On-demand backups are records of what was asked for; they stay.
-        if child.kind == "Backup"
-            && child
-                .object
-                .annotations()
-                .contains_key(naming::ANNOTATION_BACKUP_NOW)
-        {
-            continue;
-        }
-        tracing::info!(kind = %child.kind, name = %child.object.name_any(), "deleting a child that is no longer wanted");
-        ctx.children.delete(&child).await?;
-    }
-    ctx.record_pruned(&uid, wanted);
-    Ok(())
+    super::prune_children(ctx, &namespace, &uid, &owner_key, desired, |child| {
+        child.object.labels().contains_key(naming::LABEL_DRILL)
+            || (child.kind == "Backup"
+                && child
+                    .object
+                    .annotations()
+                    .contains_key(naming::ANNOTATION_BACKUP_NOW))
+    })
+    .await
 }
 
 fn observe(
@@ -844,12 +826,4 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
     finalizer::remove(api, db).await?;
     ctx.forget_pruned(db.meta().uid.as_deref().unwrap_or_default());
     Ok(Action::await_change())
-}
-
-fn type_of(object: &DynamicObject) -> (String, String) {
-    object
-        .types
-        .as_ref()
-        .map(|t| (t.api_version.clone(), t.kind.clone()))
-        .unwrap_or_default()
 }

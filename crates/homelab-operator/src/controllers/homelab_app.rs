@@ -12,7 +12,7 @@ use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::{Context, Error, child_ready_condition, now, object_reference};
+use super::{Context, Error, child_ready_condition, now, object_reference, type_of};
 use crate::kubernetes::status;
 
 pub const KIND: &str = "HomelabApp";
@@ -119,22 +119,7 @@ async fn prune(app: &HomelabApp, desired: &[DynamicObject], ctx: &Context) -> Re
     let namespace = app.namespace().unwrap_or_default();
     let uid = app.meta().uid.clone().unwrap_or_default();
     let owner_key = format!("{KIND}/{}", app.name_any());
-    let wanted: BTreeSet<(String, String)> = desired
-        .iter()
-        .map(|o| (type_of(o).1, o.name_any()))
-        .collect();
-    if !ctx.prune_needed(&uid, &wanted) {
-        return Ok(());
-    }
-    for child in ctx.children.owned_by(&namespace, &uid, &owner_key) {
-        if wanted.contains(&(child.kind.clone(), child.object.name_any())) {
-            continue;
-        }
-        tracing::info!(kind = %child.kind, name = %child.object.name_any(), "deleting a child that is no longer wanted");
-        ctx.children.delete(&child).await?;
-    }
-    ctx.record_pruned(&uid, wanted);
-    Ok(())
+    super::prune_children(ctx, &namespace, &uid, &owner_key, desired, |_| false).await
 }
 
 fn observe(
@@ -310,12 +295,4 @@ async fn write_status(
         .await;
     }
     Ok(())
-}
-
-fn type_of(object: &DynamicObject) -> (String, String) {
-    object
-        .types
-        .as_ref()
-        .map(|t| (t.api_version.clone(), t.kind.clone()))
-        .unwrap_or_default()
 }

@@ -386,3 +386,41 @@ pub async fn publish_transitions(
             .await;
     }
 }
+
+/// `(apiVersion, kind)` of a rendered object.
+pub fn type_of(object: &kube::api::DynamicObject) -> (String, String) {
+    object
+        .types
+        .as_ref()
+        .map(|t| (t.api_version.clone(), t.kind.clone()))
+        .unwrap_or_default()
+}
+
+/// Deletes the children of an owner (`{Kind}/{name}`, uid) that `desired` no longer contains,
+/// except those `keep` vouches for. Skipped while the wanted set is the one last pruned against.
+pub async fn prune_children(
+    ctx: &Context,
+    namespace: &str,
+    owner_uid: &str,
+    owner_key: &str,
+    desired: &[kube::api::DynamicObject],
+    keep: impl Fn(&crate::kubernetes::children::OwnedChild) -> bool,
+) -> Result<(), Error> {
+    use kube::ResourceExt;
+    let wanted: std::collections::BTreeSet<(String, String)> = desired
+        .iter()
+        .map(|o| (type_of(o).1, o.name_any()))
+        .collect();
+    if !ctx.prune_needed(owner_uid, &wanted) {
+        return Ok(());
+    }
+    for child in ctx.children.owned_by(namespace, owner_uid, owner_key) {
+        if wanted.contains(&(child.kind.clone(), child.object.name_any())) || keep(&child) {
+            continue;
+        }
+        tracing::info!(kind = %child.kind, name = %child.object.name_any(), "deleting a child that is no longer wanted");
+        ctx.children.delete(&child).await?;
+    }
+    ctx.record_pruned(owner_uid, wanted);
+    Ok(())
+}
