@@ -1,7 +1,10 @@
-//! Starting etcd, kube-apiserver and kube-controller-manager on loopback, and installing CRDs.
+//! Starting etcd, kube-apiserver and kube-controller-manager on loopback, installing CRDs, and
+//! restarting etcd or kube-apiserver in place.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -18,6 +21,11 @@ const APISERVER_TIMEOUT: Duration = Duration::from_secs(180);
 const CONTROLLER_MANAGER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Attempts when a port picked as free was taken by someone else before our process bound it.
 const START_ATTEMPTS: u32 = 3;
+/// Attempts to start a restarted process on its old port while something else holds it, one a
+/// second.
+const RESTART_ATTEMPTS: u32 = 10;
+/// How long one `/readyz` request may take before it counts as a failed probe.
+const READYZ_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The name of the all-powerful user in the token file (group `system:masters`).
 pub const ADMIN_USER: &str = "homelab-testenv-admin";
@@ -100,11 +108,104 @@ impl std::fmt::Display for Timings {
     }
 }
 
+/// What restarting part of the control plane took, as seen by a client of kube-apiserver.
+#[derive(Debug, Clone, Copy)]
+pub struct Restart {
+    /// From the SIGKILL until `/readyz` answered `ok` again.
+    pub unavailable: Duration,
+    /// From starting the killed process again until `/readyz` answered `ok`.
+    pub recovery: Duration,
+    /// Whether kube-apiserver was started again: always by [`ControlPlane::restart_apiserver`];
+    /// by [`ControlPlane::restart_etcd`] only if it had exited by itself meanwhile (it normally
+    /// reconnects to the restarted etcd).
+    pub apiserver_restarted: bool,
+}
+
+/// One process of the control plane with what it takes to start it again identically.
+#[derive(Debug)]
+struct Supervised {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    log_path: PathBuf,
+    child: Mutex<Option<Arc<ChildProcess>>>,
+}
+
+impl Supervised {
+    fn new(name: &'static str, program: PathBuf, args: Vec<String>, log_path: PathBuf) -> Self {
+        Self {
+            name,
+            program,
+            args,
+            log_path,
+            child: Mutex::new(None),
+        }
+    }
+
+    async fn spawn(&self) -> Result<Arc<ChildProcess>, Error> {
+        let child = Arc::new(
+            ChildProcess::spawn(self.name, &self.program, &self.args, &self.log_path).await?,
+        );
+        *self.slot() = Some(child.clone());
+        Ok(child)
+    }
+
+    /// The running (or exited) process, `None` while stopped.
+    fn current(&self) -> Option<Arc<ChildProcess>> {
+        self.slot().clone()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    fn kill(&self) {
+        if let Some(child) = self.slot().take() {
+            child.kill();
+        }
+    }
+
+    /// Notes in the log, which the new process appends to, that the process starts again.
+    fn mark_restart(&self) -> Result<(), Error> {
+        let what = format!("appending to {}", self.log_path.display());
+        let mut log = std::fs::File::options()
+            .append(true)
+            .create(true)
+            .open(&self.log_path)
+            .map_err(Error::io(what.clone()))?;
+        writeln!(
+            log,
+            "homelab-testenv: starting {} again with the same arguments",
+            self.name
+        )
+        .map_err(Error::io(what))
+    }
+
+    /// An error saying that the process was killed and not started again.
+    fn stopped_error(&self) -> Error {
+        Error::Exited {
+            name: self.name.to_owned(),
+            status: "killed and not started again".into(),
+            log_path: self.log_path.clone(),
+            log_tail: crate::process::log_tail(&self.log_path, 30),
+        }
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Arc<ChildProcess>>> {
+        self.child
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// A running control plane. Dropping it stops every process and removes its directory.
 #[derive(Debug)]
 pub struct ControlPlane {
     // Field order is drop order: processes stop before their directory is removed.
-    processes: Vec<ChildProcess>,
+    etcd: Supervised,
+    apiserver: Supervised,
+    controller_manager: Supervised,
+    /// Held while a process is restarted; [`ControlPlane::check_running`] then reports nothing.
+    restarting: tokio::sync::Mutex<()>,
+    etcd_port: u16,
+    config: kube::Config,
     kubeconfig_path: PathBuf,
     audit_log_path: PathBuf,
     apiserver_url: String,
@@ -140,49 +241,45 @@ impl ControlPlane {
         // Until everything is up, an early return leaves the logs behind for the error message.
         dir.keep(true);
         let files = Files::write(dir.path())?;
-        let mut processes = Vec::new();
 
         let etcd_port = free_port()?;
         let etcd_peer_port = free_port()?;
-        let etcd = ChildProcess::spawn(
+        let etcd = Supervised::new(
             "etcd",
-            &binaries.path("etcd"),
-            &etcd_args(dir.path(), etcd_port, etcd_peer_port),
-            &dir.path().join("etcd.log"),
-        )
-        .await?;
-        wait_for_port(&etcd, etcd_port, ETCD_TIMEOUT).await?;
-        processes.push(etcd);
+            binaries.path("etcd"),
+            etcd_args(dir.path(), etcd_port, etcd_peer_port),
+            dir.path().join("etcd.log"),
+        );
+        let etcd_process = etcd.spawn().await?;
+        wait_for_port(&etcd_process, etcd_port, ETCD_TIMEOUT).await?;
         let etcd_ready = Instant::now();
 
         let apiserver_port = free_port()?;
         let apiserver_url = format!("https://127.0.0.1:{apiserver_port}");
         files.write_kubeconfig(apiserver_port)?;
-        let apiserver = ChildProcess::spawn(
+        let apiserver = Supervised::new(
             "kube-apiserver",
-            &binaries.path("kube-apiserver"),
-            &apiserver_args(&files, etcd_port, apiserver_port),
-            &dir.path().join("kube-apiserver.log"),
-        )
-        .await?;
+            binaries.path("kube-apiserver"),
+            apiserver_args(&files, etcd_port, apiserver_port),
+            dir.path().join("kube-apiserver.log"),
+        );
+        let apiserver_process = apiserver.spawn().await?;
         let config = crate::load_kubeconfig(&files.kubeconfig).await?;
         let client = crate::client_from(&config)?;
-        wait_ready(&client, &apiserver, APISERVER_TIMEOUT).await?;
-        processes.push(apiserver);
+        wait_ready(&client, &apiserver_process, APISERVER_TIMEOUT).await?;
         let apiserver_ready = Instant::now();
 
-        let controller_manager = ChildProcess::spawn(
+        let controller_manager = Supervised::new(
             "kube-controller-manager",
-            &binaries.path("kube-controller-manager"),
-            &controller_manager_args(&files),
-            &dir.path().join("kube-controller-manager.log"),
-        )
-        .await?;
+            binaries.path("kube-controller-manager"),
+            controller_manager_args(&files),
+            dir.path().join("kube-controller-manager.log"),
+        );
+        let controller_manager_process = controller_manager.spawn().await?;
         let crds_started = Instant::now();
         crds::install(&client, crd_manifests).await?;
         let crds_done = Instant::now();
-        wait_for_default_service_account(&client, &controller_manager).await?;
-        processes.push(controller_manager);
+        wait_for_default_service_account(&client, &controller_manager_process).await?;
         let done = Instant::now();
 
         let timings = Timings {
@@ -195,7 +292,12 @@ impl ControlPlane {
         tracing::info!(%apiserver_url, crds = crd_manifests.len(), "control plane ready in {timings}");
         dir.keep(false);
         Ok(Self {
-            processes,
+            etcd,
+            apiserver,
+            controller_manager,
+            restarting: tokio::sync::Mutex::new(()),
+            etcd_port,
+            config,
             kubeconfig_path: files.kubeconfig,
             audit_log_path: files.audit_log,
             apiserver_url,
@@ -235,22 +337,138 @@ impl ControlPlane {
         self.dir.path()
     }
 
-    /// The first process that has exited, as an error with the end of its log.
+    /// The first process that has exited, as an error with the end of its log. Nothing is
+    /// reported while [`restart_apiserver`](Self::restart_apiserver) or
+    /// [`restart_etcd`](Self::restart_etcd) is in progress: they report their own failures.
     pub fn check_running(&self) -> Result<(), Error> {
-        for process in &self.processes {
+        let Ok(_not_restarting) = self.restarting.try_lock() else {
+            return Ok(());
+        };
+        for part in self.parts() {
+            let Some(process) = part.current() else {
+                return Err(part.stopped_error());
+            };
             if let Some(status) = process.exit_status() {
                 return Err(process.exited_error(status));
             }
         }
         Ok(())
     }
+
+    /// Kills kube-apiserver with SIGKILL, waits `down`, starts it again with the same arguments
+    /// (port, certificates, etcd, audit log; its log is appended to) and waits until `/readyz`
+    /// answers `ok`. The kubeconfig stays valid; clients see refused connections meanwhile and
+    /// their watches end.
+    pub async fn restart_apiserver(&self, down: Duration) -> Result<Restart, Error> {
+        let _restarting = self.restarting.lock().await;
+        let killed = Instant::now();
+        self.apiserver.kill();
+        tracing::info!("kube-apiserver killed; starting it again in {down:?}");
+        tokio::time::sleep(down).await;
+        let started = Instant::now();
+        self.start_again(&self.apiserver, |process| self.wait_ready(process))
+            .await?;
+        let restart = Restart {
+            unavailable: killed.elapsed(),
+            recovery: started.elapsed(),
+            apiserver_restarted: true,
+        };
+        tracing::info!(?restart, "kube-apiserver ready again");
+        Ok(restart)
+    }
+
+    /// Kills etcd with SIGKILL, waits `down`, starts it again on the same data directory and
+    /// ports (its log is appended to), and waits until kube-apiserver's `/readyz` answers `ok`.
+    ///
+    /// kube-apiserver is not restarted: it keeps serving what its watch cache holds, fails
+    /// requests that need etcd, and reconnects by itself once etcd is back (a few seconds of
+    /// gRPC backoff). Only if it exits meanwhile is it started again, which
+    /// [`Restart::apiserver_restarted`] reports. The data, and so every resourceVersion,
+    /// survives: etcd's files are intact after a SIGKILL even without fsync, since the kernel
+    /// still holds what the process wrote.
+    pub async fn restart_etcd(&self, down: Duration) -> Result<Restart, Error> {
+        let _restarting = self.restarting.lock().await;
+        let killed = Instant::now();
+        self.etcd.kill();
+        tracing::info!("etcd killed; starting it again in {down:?}");
+        tokio::time::sleep(down).await;
+        let started = Instant::now();
+        let port = self.etcd_port;
+        self.start_again(&self.etcd, |process| async move {
+            wait_for_port(&process, port, ETCD_TIMEOUT).await
+        })
+        .await?;
+        let mut apiserver_restarted = false;
+        let apiserver = self.apiserver.current();
+        let waited = match apiserver {
+            Some(process) => self.wait_ready(process).await,
+            None => Err(self.apiserver.stopped_error()),
+        };
+        match waited {
+            Ok(()) => {}
+            Err(Error::Exited { status, .. }) => {
+                tracing::warn!(
+                    "kube-apiserver exited ({status}) while etcd was down; starting it again"
+                );
+                self.start_again(&self.apiserver, |process| self.wait_ready(process))
+                    .await?;
+                apiserver_restarted = true;
+            }
+            Err(e) => return Err(e),
+        }
+        let restart = Restart {
+            unavailable: killed.elapsed(),
+            recovery: started.elapsed(),
+            apiserver_restarted,
+        };
+        tracing::info!(?restart, "etcd restarted; kube-apiserver ready again");
+        Ok(restart)
+    }
+
+    /// Starts `part` again with its old arguments and waits until `ready` says it is, retrying
+    /// while its port is still held by someone else (the port of a killed process is free for
+    /// anyone to take until it is bound again).
+    async fn start_again<F, Fut>(&self, part: &Supervised, ready: F) -> Result<(), Error>
+    where
+        F: Fn(Arc<ChildProcess>) -> Fut,
+        Fut: Future<Output = Result<(), Error>>,
+    {
+        part.kill();
+        part.mark_restart()?;
+        let mut attempt = 1;
+        loop {
+            let process = part.spawn().await?;
+            match ready(process).await {
+                Err(Error::Exited { ref log_tail, .. })
+                    if attempt < RESTART_ATTEMPTS
+                        && log_tail.contains("address already in use") =>
+                {
+                    tracing::warn!("{}: its port is taken; retrying in a second", part.name);
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until `/readyz` answers `ok`, failing early if `apiserver` exits.
+    async fn wait_ready(&self, apiserver: Arc<ChildProcess>) -> Result<(), Error> {
+        let client = crate::client_from(&self.config)?;
+        wait_ready(&client, &apiserver, APISERVER_TIMEOUT).await
+    }
+
+    /// The processes in start order.
+    fn parts(&self) -> [&Supervised; 3] {
+        [&self.etcd, &self.apiserver, &self.controller_manager]
+    }
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         // Dependents first: the controller manager, then the apiserver, then etcd.
-        while let Some(process) = self.processes.pop() {
-            process.kill();
+        for part in self.parts().into_iter().rev() {
+            part.kill();
         }
     }
 }
@@ -429,10 +647,11 @@ async fn wait_ready(
         }
         let request = http::Request::get("/readyz").body(Vec::new());
         if let Ok(request) = request {
-            match client.request_text(request).await {
-                Ok(body) if body.trim() == "ok" => return Ok(()),
-                Ok(body) => last_answer = body,
-                Err(e) => last_answer = e.to_string(),
+            match tokio::time::timeout(READYZ_REQUEST_TIMEOUT, client.request_text(request)).await {
+                Ok(Ok(body)) if body.trim() == "ok" => return Ok(()),
+                Ok(Ok(body)) => last_answer = body,
+                Ok(Err(e)) => last_answer = e.to_string(),
+                Err(_) => last_answer = format!("no answer within {READYZ_REQUEST_TIMEOUT:?}"),
             }
         }
         if Instant::now() > deadline {

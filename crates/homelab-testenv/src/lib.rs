@@ -36,7 +36,7 @@ mod error;
 pub mod pki;
 pub mod process;
 
-pub use cluster::{ControlPlane, Settings, Timings};
+pub use cluster::{ControlPlane, Restart, Settings, Timings};
 pub use error::Error;
 
 /// Kubeconfig of a running control plane to attach to instead of starting one.
