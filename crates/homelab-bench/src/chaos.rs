@@ -1,24 +1,31 @@
 //! The chaos run: the operator process killed with SIGKILL at random moments while objects
-//! converge, the Azure emulators stopped for a while, and every connection to the apiserver cut
-//! every few seconds by a loopback proxy. Invariants: everything converges after the last fault,
-//! no Key Vault password gets a second version, every database has exactly one backup
-//! container, and Azure outages show in conditions.
+//! converge, kube-apiserver and etcd killed and started again under a running operator, the Azure
+//! emulators stopped for a while, and every connection to the apiserver cut every few seconds by
+//! a loopback proxy. Invariants: everything converges after the last fault, no Key Vault password
+//! gets a second version, every database has exactly one backup container, and Azure outages
+//! show in conditions.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use homelab_api::{AppDatabase, HomelabApp};
-use homelab_testenv::TestEnv;
+use homelab_api::{AppDatabase, BackupPolicy, HomelabApp};
 use homelab_testenv::azure::AzureEmulators;
-use kube::api::{Api, Patch, PatchParams};
+use homelab_testenv::{Restart, TestEnv};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use rand::Rng;
 use serde_json::json;
 
 use crate::bench::suffix;
-use crate::observe::Observer;
+use crate::observe::{Observer, Pending};
 use crate::operator::{OperatorCommand, OperatorProcess, OperatorSettings};
 use crate::proxy::CuttingProxy;
 use crate::workload::{self, Workload};
@@ -125,11 +132,9 @@ pub async fn run(env: &TestEnv, opts: &ChaosOptions) -> Result<ChaosReport> {
     report
         .phases
         .push(kills(env, opts, az.as_ref(), deadline).await?);
-    report.phases.push(PhaseResult {
-        phase: "apiserver and etcd restart".into(),
-        figures: "not run: homelab-testenv's ControlPlane has no restart (it starts and stops the whole control plane only)".into(),
-        violations: Vec::new(),
-    });
+    report
+        .phases
+        .push(restarts(env, opts, az.as_ref(), deadline).await?);
     if let (Some(az), Some(emulated)) = (az.as_ref(), opts.emulated.as_ref()) {
         report
             .phases
@@ -267,6 +272,419 @@ async fn kills(
         figures,
         violations,
     })
+}
+
+/// How long kube-apiserver, then etcd, stays down before it is started again: long enough for
+/// requests and watches to fail, not only to be delayed.
+const RESTART_DOWN: Duration = Duration::from_secs(2);
+/// Between the pairs the restart phase creates, so that the restarts land while pairs arrive.
+const RESTART_CREATE_GAP: Duration = Duration::from_millis(200);
+/// The log target of kube-runtime's watcher, which logs watch errors (410 Gone among them) at
+/// debug level only.
+const WATCHER_LOG: &str = "kube_runtime::watcher";
+
+/// kube-apiserver, then etcd, killed with SIGKILL and started again in place while N pairs are
+/// created and converge; the operator process runs throughout and is never restarted. Then
+/// everything must converge, and changes made after that (a spec field of a few apps, a deleted
+/// Deployment) must reach the cluster: the operator's watches came back by themselves.
+async fn restarts(
+    env: &TestEnv,
+    opts: &ChaosOptions,
+    az: Option<&AzureEmulators>,
+    deadline: Instant,
+) -> Result<PhaseResult> {
+    // A control plane shared with other processes (`make test` attaches every test to one) is not
+    // this run's to restart: the phase then starts one of its own.
+    let private;
+    let (env, own) = if env.control_plane().is_some() {
+        (env, false)
+    } else {
+        private = TestEnv::start()
+            .await
+            .context("starting a control plane to restart")?;
+        (&private, true)
+    };
+    let control_plane = env
+        .control_plane()
+        .context("the control plane is not owned by this process")?;
+    let client = env.client().await?;
+    let ns = env.namespace("chaos-restart").await?;
+    let mut load = Workload::new(&format!("r{}", suffix(&ns)), opts.n);
+    azure_workload(&mut load, az);
+    let (mut command, azure) = command_for(opts, az);
+    command
+        .env
+        .push(("RUST_LOG".into(), format!("warn,{WATCHER_LOG}=debug")));
+    let kinds = workload::installed_kinds(&client, &ns).await;
+    let observer = Observer::start(&client, &ns, &kinds);
+    let mut settings = settings(
+        &ns,
+        env.kubeconfig_path().to_owned(),
+        azure,
+        opts,
+        "restart",
+    );
+    if let Some(az) = az {
+        settings
+            .extra
+            .push(crate::emulators::secret_store(&client, &format!("vault-{ns}"), az).await?);
+    }
+    let mut operator = OperatorProcess::spawn(&command, &settings).await?;
+    // Its watches are established before the first restart cuts them.
+    operator.wait_ready(Duration::from_secs(60)).await?;
+
+    // Requests of the workload fail while the apiserver is down; they are retried until then.
+    let until = Instant::now() + remaining(deadline, Duration::from_secs(120));
+    let created_pairs = Arc::new(AtomicUsize::new(0));
+    let retried = Arc::new(AtomicUsize::new(0));
+    let creating = {
+        let client = client.clone();
+        let ns = ns.clone();
+        let load = load.clone();
+        let created_pairs = created_pairs.clone();
+        let retried = retried.clone();
+        tokio::spawn(async move {
+            let policy: BackupPolicy = retrying(&retried, until, || async {
+                let api: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
+                Ok(api
+                    .patch(
+                        workload::POLICY,
+                        &PatchParams::apply("homelab-bench").force(),
+                        &Patch::Apply(load.policy()),
+                    )
+                    .await?)
+            })
+            .await
+            .context("applying the BackupPolicy")?;
+            let mut databases = Vec::new();
+            let mut apps = Vec::new();
+            for i in 0..load.pairs {
+                databases.push(
+                    retrying(&retried, until, || {
+                        create_or_get::<AppDatabase>(&client, &ns, load.database(i))
+                    })
+                    .await
+                    .with_context(|| format!("creating AppDatabase {}", load.name(i)))?,
+                );
+                apps.push(
+                    retrying(&retried, until, || {
+                        create_or_get::<HomelabApp>(&client, &ns, load.app(i))
+                    })
+                    .await
+                    .with_context(|| format!("creating HomelabApp {}", load.name(i)))?,
+                );
+                created_pairs.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(RESTART_CREATE_GAP).await;
+            }
+            anyhow::Ok(workload::Created {
+                policy,
+                databases,
+                apps,
+            })
+        })
+    };
+    let created_by = |count: usize| {
+        let created_pairs = created_pairs.clone();
+        let creating = &creating;
+        async move {
+            while created_pairs.load(Ordering::Relaxed) < count && !creating.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            created_pairs.load(Ordering::Relaxed)
+        }
+    };
+    let at_apiserver = created_by(opts.n / 3).await;
+    let apiserver = control_plane
+        .restart_apiserver(RESTART_DOWN)
+        .await
+        .context("restarting kube-apiserver")?;
+    let at_etcd = created_by(2 * opts.n / 3).await;
+    let etcd = control_plane
+        .restart_etcd(RESTART_DOWN)
+        .await
+        .context("restarting etcd")?;
+    let back = Instant::now();
+    let created = creating.await.context("creating task")??;
+
+    let render_config =
+        homelab_operator::config::RunConfig::from_args(["--azure=false"])?.render_config();
+    let expected = workload::expected_children(&created, &render_config, &kinds)?;
+    let mut violations = Vec::new();
+    let mut figures = format!(
+        "{} pairs{}; kube-apiserver killed after {at_apiserver} were created: {}; etcd killed \
+         after {at_etcd}: {}; {} workload requests failed and were retried",
+        opts.n,
+        if own {
+            " (on a control plane of its own)"
+        } else {
+            ""
+        },
+        describe_restart(&apiserver),
+        describe_restart(&etcd),
+        retried.load(Ordering::Relaxed),
+    );
+    let wait = remaining(deadline, Duration::from_secs(120));
+    match wait_converged_in_api(&client, &ns, opts.n, &kinds, &expected, back, wait).await {
+        Ok(after) => {
+            let _ = write!(
+                figures,
+                "; converged {:.1} s after kube-apiserver was back",
+                after.as_secs_f64()
+            );
+            match further_changes(&client, &ns, &load, &kinds, &expected, wait).await {
+                Ok(f) => {
+                    let _ = write!(figures, "; then {f}");
+                }
+                Err(e) => violations.push(format!(
+                    "the operator did not act on changes after the restarts: {e:#}"
+                )),
+            }
+        }
+        Err(e) => violations.push(format!("did not converge after the restarts: {e:#}")),
+    }
+    if let Some(az) = az {
+        if let Err(e) = crate::bench::wait_azure_side(&client, &ns, opts.n, wait).await {
+            violations.push(format!("Azure side incomplete: {e}"));
+        }
+        let names: Vec<String> = (0..opts.n).map(|i| load.name(i)).collect();
+        let (v, f) = azure_invariants(az, &load.prefix, &names).await?;
+        violations.extend(v);
+        let _ = write!(figures, "; {f}");
+    }
+    if operator.running() {
+        let _ = write!(figures, "; one operator process throughout");
+    } else {
+        violations.push("the operator process exited".into());
+    }
+    operator.stop().await?;
+    let (errors, gone) = watch_errors_logged(&settings.log);
+    let _ = write!(
+        figures,
+        "; the operator's watches failed {errors} times, {gone} of them 410 Gone (the bench's \
+         own watches: {} × 410 Gone)",
+        observer.watch_gone(),
+    );
+    Ok(PhaseResult {
+        phase: format!(
+            "apiserver and etcd restart{}",
+            if azure { ", Azure on" } else { "" }
+        ),
+        figures,
+        violations,
+    })
+}
+
+fn describe_restart(restart: &Restart) -> String {
+    format!(
+        "down {:.0} s, /readyz ok {:.1} s after its start{} ({:.1} s after the kill)",
+        RESTART_DOWN.as_secs_f64(),
+        restart.recovery.as_secs_f64(),
+        if restart.apiserver_restarted {
+            ""
+        } else {
+            " without restarting kube-apiserver"
+        },
+        restart.unavailable.as_secs_f64(),
+    )
+}
+
+/// Runs `attempt` until it succeeds, a request is refused as malformed or invalid, or `until`
+/// passes; counts the failed attempts in `retried`.
+async fn retrying<T, F, Fut>(retried: &AtomicUsize, until: Instant, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                let refused = matches!(e.downcast_ref::<kube::Error>(),
+                    Some(kube::Error::Api(status)) if matches!(status.code, 400 | 422));
+                if refused || Instant::now() > until {
+                    return Err(e);
+                }
+                retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Creates the object, or reads it if it exists (a create whose answer was lost may have been
+/// stored).
+async fn create_or_get<K>(
+    client: &kube::Client,
+    namespace: &str,
+    body: serde_json::Value,
+) -> Result<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let object: K = serde_json::from_value(body)?;
+    let name = object.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), &object).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(api.get(&name).await?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What keeps the namespace from being converged, read from the apiserver (lists) rather than
+/// from watches, which may still be backing off after a restart.
+async fn pending_in_api(
+    client: &kube::Client,
+    namespace: &str,
+    pairs: usize,
+    kinds: &BTreeMap<(String, String), ApiResource>,
+    expected: &BTreeSet<(String, String)>,
+) -> Result<Pending> {
+    let mut pending = Pending::default();
+    let mut crs = 0;
+    for (kind, resource) in [
+        ("AppDatabase", ApiResource::erase::<AppDatabase>(&())),
+        ("HomelabApp", ApiResource::erase::<HomelabApp>(&())),
+        ("BackupPolicy", ApiResource::erase::<BackupPolicy>(&())),
+    ] {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        for object in api.list(&ListParams::default()).await?.items {
+            crs += 1;
+            if object.data["status"]["observedGeneration"].as_i64() != object.metadata.generation {
+                let name = object.metadata.name.unwrap_or_default();
+                pending.unobserved.push(format!("{kind}/{name}"));
+            }
+        }
+    }
+    pending.missing_crs = (2 * pairs + 1).saturating_sub(crs);
+    let mut present = BTreeSet::new();
+    for ((_, kind), resource) in kinds {
+        if !expected.iter().any(|(k, _)| k == kind) {
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+        for object in api.list_metadata(&ListParams::default()).await?.items {
+            present.insert((kind.clone(), object.metadata.name.unwrap_or_default()));
+        }
+    }
+    pending.missing_children = expected
+        .difference(&present)
+        .map(|(k, n)| format!("{k}/{n}"))
+        .collect();
+    Ok(pending)
+}
+
+/// Polls [`pending_in_api`] until nothing is pending; the time from `since`.
+async fn wait_converged_in_api(
+    client: &kube::Client,
+    namespace: &str,
+    pairs: usize,
+    kinds: &BTreeMap<(String, String), ApiResource>,
+    expected: &BTreeSet<(String, String)>,
+    since: Instant,
+    timeout: Duration,
+) -> Result<Duration> {
+    loop {
+        let last = match pending_in_api(client, namespace, pairs, kinds, expected).await {
+            Ok(pending) if pending.is_empty() => return Ok(since.elapsed()),
+            Ok(pending) => pending.to_string(),
+            Err(e) => format!("reading failed: {e}"),
+        };
+        if since.elapsed() > timeout {
+            bail!("not converged after {timeout:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Changes made once everything has converged after the restarts, which the operator only sees
+/// through watches that came back: the replicas of a few apps (their Deployments must follow),
+/// then one deleted Deployment (it must be created again).
+async fn further_changes(
+    client: &kube::Client,
+    namespace: &str,
+    load: &Workload,
+    kinds: &BTreeMap<(String, String), ApiResource>,
+    expected: &BTreeSet<(String, String)>,
+    timeout: Duration,
+) -> Result<String> {
+    let apps: Api<HomelabApp> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let changed = load.pairs.min(5);
+    let replicas = 3;
+    let start = Instant::now();
+    for i in 0..changed {
+        apps.patch(
+            &load.name(i),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .with_context(|| format!("changing HomelabApp {}", load.name(i)))?;
+    }
+    loop {
+        let list = deployments.list(&ListParams::default()).await?;
+        let done = list
+            .items
+            .iter()
+            .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas))
+            .count();
+        if done >= changed
+            && pending_in_api(client, namespace, load.pairs, kinds, expected)
+                .await?
+                .is_empty()
+        {
+            break;
+        }
+        if start.elapsed() > timeout {
+            bail!("{done} of {changed} Deployments have {replicas} replicas after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let applied = start.elapsed();
+
+    let list = deployments.list(&ListParams::default()).await?;
+    let (name, uid) = list
+        .items
+        .first()
+        .and_then(|d| Some((d.metadata.name.clone()?, d.metadata.uid.clone()?)))
+        .context("no Deployment to delete")?;
+    let start = Instant::now();
+    deployments
+        .delete(&name, &DeleteParams::default())
+        .await
+        .with_context(|| format!("deleting Deployment {name}"))?;
+    loop {
+        if let Some(d) = deployments.get_opt(&name).await?
+            && d.metadata.uid.as_deref() != Some(uid.as_str())
+        {
+            break;
+        }
+        if start.elapsed() > timeout {
+            bail!("Deployment {name} was not created again within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(format!(
+        "{changed} replica changes applied in {:.1} s and a deleted Deployment created again in {:.1} s",
+        applied.as_secs_f64(),
+        start.elapsed().as_secs_f64()
+    ))
+}
+
+/// Watch errors in an operator log written with `{WATCHER_LOG}=debug` (the watcher logs
+/// nothing else at that level): all of them, and those that were `410 Gone`.
+fn watch_errors_logged(log: &std::path::Path) -> (usize, usize) {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return (0, 0);
+    };
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(WATCHER_LOG)).collect();
+    let gone = errors.iter().filter(|l| l.contains("code: 410")).count();
+    (errors.len(), gone)
 }
 
 /// Every database's password has exactly one version and it has exactly one container; no

@@ -2,6 +2,7 @@
 //! CR kinds and the operator's children in one namespace.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ pub struct Observer {
     objects: Arc<Mutex<Objects>>,
     changes: broadcast::Sender<Change>,
     tasks: Vec<JoinHandle<()>>,
+    gone: Arc<AtomicUsize>,
 }
 
 const MANAGED: &str = "app.kubernetes.io/managed-by=homelab-operator";
@@ -46,6 +48,7 @@ impl Observer {
     ) -> Self {
         let objects = Arc::new(Mutex::new(Objects::new()));
         let (changes, _) = broadcast::channel(1 << 16);
+        let gone = Arc::new(AtomicUsize::new(0));
         let mut watched: Vec<(String, ApiResource, Option<&str>)> = vec![
             (
                 "AppDatabase".into(),
@@ -77,11 +80,20 @@ impl Observer {
                 }
                 let objects = objects.clone();
                 let changes = changes.clone();
+                let gone = gone.clone();
                 tokio::spawn(async move {
                     let mut stream = watcher(api, config).default_backoff().boxed();
                     let mut relist: Option<Vec<Seen>> = None;
                     while let Some(event) = stream.next().await {
-                        let Ok(event) = event else { continue };
+                        let event = match event {
+                            Ok(event) => event,
+                            Err(error) => {
+                                if is_gone(&error) {
+                                    gone.fetch_add(1, Ordering::Relaxed);
+                                }
+                                continue;
+                            }
+                        };
                         let at = Instant::now();
                         let mut objects = match objects.lock() {
                             Ok(objects) => objects,
@@ -124,7 +136,14 @@ impl Observer {
             objects,
             changes,
             tasks,
+            gone,
         }
+    }
+
+    /// How many times a watch was told `410 Gone`: its resourceVersion is older than what the
+    /// apiserver's watch cache holds, so it lists its objects again (after its backoff).
+    pub fn watch_gone(&self) -> usize {
+        self.gone.load(Ordering::Relaxed)
     }
 
     /// Changes from now on.
@@ -198,6 +217,17 @@ impl Observer {
             .filter(|((k, _), _)| k == kind)
             .map(|(_, o)| o.clone())
             .collect()
+    }
+}
+
+/// Whether a watch error is `410 Gone`, as an event of the stream or as the answer to the
+/// request that starts a watch.
+fn is_gone(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::InitialListFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
     }
 }
 

@@ -162,6 +162,24 @@ impl OperatorProcess {
         }
     }
 
+    /// Waits until `/readyz` answers 200: the child caches are filled and the controllers run.
+    /// The time since spawn.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if http_get(self.http_port, "/readyz").await.is_some() {
+                return Ok(self.started.elapsed());
+            }
+            if !self.running() {
+                bail!("the operator process exited");
+            }
+            if Instant::now() > deadline {
+                bail!("/readyz did not answer 200 within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `/metrics` answers; the time since spawn.
     pub async fn wait_http(&mut self, timeout: Duration) -> Result<Duration> {
         let deadline = Instant::now() + timeout;

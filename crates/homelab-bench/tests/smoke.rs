@@ -94,4 +94,11 @@ async fn chaos_at_small_n_keeps_every_invariant() {
     let report = chaos::run(env, &opts).await.expect("chaos run");
     println!("{}", report.table());
     assert!(report.violations().is_empty(), "{:?}", report.violations());
+    assert!(
+        report
+            .phases
+            .iter()
+            .any(|p| p.phase.starts_with("apiserver and etcd restart")),
+        "the restart phase ran"
+    );
 }
