@@ -399,6 +399,7 @@ async fn restarts(
         .await
         .context("restarting kube-apiserver")?;
     let at_etcd = created_by(2 * opts.n / 3).await;
+    let before_etcd = watch_errors_logged(&settings.log);
     let etcd = control_plane
         .restart_etcd(RESTART_DOWN)
         .await
@@ -460,8 +461,10 @@ async fn restarts(
     let (errors, gone) = watch_errors_logged(&settings.log);
     let _ = write!(
         figures,
-        "; the operator's watches failed {errors} times, {gone} of them 410 Gone (the bench's \
-         own watches: {} × 410 Gone)",
+        "; the operator's watches failed {errors} times, {gone} of them 410 Gone, {} and {} of \
+         these after etcd was killed (the bench's own watches: {} × 410 Gone)",
+        errors.saturating_sub(before_etcd.0),
+        gone.saturating_sub(before_etcd.1),
         observer.watch_gone(),
     );
     Ok(PhaseResult {

@@ -1,5 +1,5 @@
-//! `make chaos`: SIGKILLs, emulator outages and cut connections against the operator process;
-//! prints a summary and exits non-zero if an invariant was violated.
+//! `make chaos`: SIGKILLs, kube-apiserver and etcd restarts, emulator outages and cut connections
+//! against the operator process; prints a summary and exits non-zero if an invariant was violated.
 
 use std::path::PathBuf;
 use std::time::Duration;
