@@ -274,16 +274,17 @@ async fn kills(
     })
 }
 
-/// How long kube-apiserver, then etcd, stays down before it is started again: long enough for
+/// How long etcd, then kube-apiserver, stays down before it is started again: long enough for
 /// requests and watches to fail, not only to be delayed.
 const RESTART_DOWN: Duration = Duration::from_secs(2);
-/// Between the pairs the restart phase creates, so that the restarts land while pairs arrive.
-const RESTART_CREATE_GAP: Duration = Duration::from_millis(200);
+/// Over how long the restart phase creates its pairs, so that the restarts land while pairs
+/// arrive, several seconds apart.
+const RESTART_CREATE_SPREAD: Duration = Duration::from_secs(15);
 /// The log target of kube-runtime's watcher, which logs watch errors (410 Gone among them) at
 /// debug level only.
 const WATCHER_LOG: &str = "kube_runtime::watcher";
 
-/// kube-apiserver, then etcd, killed with SIGKILL and started again in place while N pairs are
+/// etcd, then kube-apiserver, killed with SIGKILL and started again in place while N pairs are
 /// created and converge; the operator process runs throughout and is never restarted. Then
 /// everything must converge, and changes made after that (a spec field of a few apps, a deleted
 /// Deployment) must reach the cluster: the operator's watches came back by themselves.
@@ -337,6 +338,7 @@ async fn restarts(
     let until = Instant::now() + remaining(deadline, Duration::from_secs(120));
     let created_pairs = Arc::new(AtomicUsize::new(0));
     let retried = Arc::new(AtomicUsize::new(0));
+    let gap = RESTART_CREATE_SPREAD / u32::try_from(opts.n.max(1)).unwrap_or(u32::MAX);
     let creating = {
         let client = client.clone();
         let ns = ns.clone();
@@ -374,7 +376,7 @@ async fn restarts(
                     .with_context(|| format!("creating HomelabApp {}", load.name(i)))?,
                 );
                 created_pairs.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(RESTART_CREATE_GAP).await;
+                tokio::time::sleep(gap).await;
             }
             anyhow::Ok(workload::Created {
                 policy,
@@ -393,43 +395,54 @@ async fn restarts(
             created_pairs.load(Ordering::Relaxed)
         }
     };
-    let at_apiserver = created_by(opts.n / 3).await;
-    let apiserver = control_plane
-        .restart_apiserver(RESTART_DOWN)
-        .await
-        .context("restarting kube-apiserver")?;
-    let at_etcd = created_by(2 * opts.n / 3).await;
+    // etcd first, kube-apiserver second: the watch failures between the two restarts are the
+    // etcd restart's.
+    let at_etcd = created_by(opts.n / 3).await;
     let before_etcd = watch_errors_logged(&settings.log);
     let etcd = control_plane
         .restart_etcd(RESTART_DOWN)
         .await
         .context("restarting etcd")?;
-    let back = Instant::now();
+    let at_apiserver = created_by(2 * opts.n / 3).await;
+    let before_apiserver = watch_errors_logged(&settings.log);
+    let apiserver = control_plane
+        .restart_apiserver(RESTART_DOWN)
+        .await
+        .context("restarting kube-apiserver")?;
     let created = creating.await.context("creating task")??;
+    // Both restarts are over and every pair is created.
+    let settled = Instant::now();
 
     let render_config =
         homelab_operator::config::RunConfig::from_args(["--azure=false"])?.render_config();
     let expected = workload::expected_children(&created, &render_config, &kinds)?;
     let mut violations = Vec::new();
+    let etcd_watch_errors = (
+        before_apiserver.0.saturating_sub(before_etcd.0),
+        before_apiserver.1.saturating_sub(before_etcd.1),
+    );
     let mut figures = format!(
-        "{} pairs{}; kube-apiserver killed after {at_apiserver} were created: {}; etcd killed \
-         after {at_etcd}: {}; {} workload requests failed and were retried",
+        "{} pairs{}; etcd killed after {at_etcd} were created: {}, then {} watch failures in the \
+         operator ({} × 410 Gone) until kube-apiserver was killed after {at_apiserver}: {}; {} \
+         workload requests failed and were retried",
         opts.n,
         if own {
             " (on a control plane of its own)"
         } else {
             ""
         },
-        describe_restart(&apiserver),
         describe_restart(&etcd),
+        etcd_watch_errors.0,
+        etcd_watch_errors.1,
+        describe_restart(&apiserver),
         retried.load(Ordering::Relaxed),
     );
     let wait = remaining(deadline, Duration::from_secs(120));
-    match wait_converged_in_api(&client, &ns, opts.n, &kinds, &expected, back, wait).await {
+    match wait_converged_in_api(&client, &ns, opts.n, &kinds, &expected, settled, wait).await {
         Ok(after) => {
             let _ = write!(
                 figures,
-                "; converged {:.1} s after kube-apiserver was back",
+                "; converged {:.1} s after kube-apiserver was back and the last pair created",
                 after.as_secs_f64()
             );
             match further_changes(&client, &ns, &load, &kinds, &expected, wait).await {
@@ -461,10 +474,10 @@ async fn restarts(
     let (errors, gone) = watch_errors_logged(&settings.log);
     let _ = write!(
         figures,
-        "; the operator's watches failed {errors} times, {gone} of them 410 Gone, {} and {} of \
-         these after etcd was killed (the bench's own watches: {} × 410 Gone)",
-        errors.saturating_sub(before_etcd.0),
-        gone.saturating_sub(before_etcd.1),
+        "; {} watch failures in the operator ({} × 410 Gone) from the kube-apiserver kill on (the \
+         bench's own watches: {} × 410 Gone in the phase)",
+        errors.saturating_sub(before_apiserver.0),
+        gone.saturating_sub(before_apiserver.1),
         observer.watch_gone(),
     );
     Ok(PhaseResult {
