@@ -37,6 +37,8 @@ pub const LABEL_DRILL: &str = "homelab.io/restore-drill";
 /// outlive their owner (the database cluster and its ObjectStore under `deletionPolicy: Retain`)
 /// carry it instead of an ownerReference, so the garbage collector never deletes them.
 pub const ANNOTATION_OWNER: &str = "homelab.io/owner";
+/// Prefix of every annotation the operator sets or reads.
+pub const ANNOTATION_PREFIX: &str = "homelab.io/";
 
 /// The CloudNativePG label that names the cluster a pod belongs to.
 pub const CNPG_CLUSTER_LABEL: &str = "cnpg.io/cluster";

@@ -726,7 +726,8 @@ async fn write_status(
     ctx: &Context,
     observed: ObservedDatabase,
 ) -> Result<(), Error> {
-    let previous = db.status.clone().unwrap_or_default();
+    let current = ctx.status_writes.previous(db, db.status.as_ref());
+    let previous = current.clone().unwrap_or_default();
     let mut status = observed.status;
     status.observed_generation = db.meta().generation;
     status.conditions = conditions::merge(
@@ -735,7 +736,8 @@ async fn write_status(
         db.meta().generation,
         &now(),
     );
-    let changed = status::patch_if_changed(api, db, db.status.as_ref(), &status).await?;
+    let changed =
+        status::patch_if_changed(api, &ctx.status_writes, db, current.as_ref(), &status).await?;
     if changed {
         ctx.metrics
             .status_patches
@@ -824,6 +826,5 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
         }
     }
     finalizer::remove(api, db).await?;
-    ctx.forget_pruned(db.meta().uid.as_deref().unwrap_or_default());
     Ok(Action::await_change())
 }

@@ -91,7 +91,8 @@ pub async fn reconcile(
         wake = pass.wake;
     }
 
-    let previous = policy.status.clone().unwrap_or_default();
+    let current = ctx.status_writes.previous(policy, policy.status.as_ref());
+    let previous = current.clone().unwrap_or_default();
     status.observed_generation = policy.meta().generation;
     status.conditions = conditions::merge(
         &previous.conditions,
@@ -99,7 +100,8 @@ pub async fn reconcile(
         policy.meta().generation,
         &now(),
     );
-    if status::patch_if_changed(&api, policy, policy.status.as_ref(), &status).await? {
+    if status::patch_if_changed(&api, &ctx.status_writes, policy, current.as_ref(), &status).await?
+    {
         ctx.metrics
             .status_patches
             .get_or_create(&crate::metrics::KindLabels { kind: KIND })

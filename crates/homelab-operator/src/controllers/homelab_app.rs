@@ -27,7 +27,6 @@ pub async fn reconcile(
     };
     if app.meta().deletion_timestamp.is_some() {
         // Every child carries an ownerReference: the garbage collector removes them.
-        ctx.forget_pruned(app.meta().uid.as_deref().unwrap_or_default());
         return Ok(Action::await_change());
     }
     let _timer = ctx.metrics.start_reconcile(KIND);
@@ -39,7 +38,12 @@ pub async fn reconcile(
     match converge(app, &ctx).await {
         Ok(observed) => {
             ctx.record_success(&key);
-            write_status(app, &api, &ctx, observed).await?;
+            // A database the operator has not reconciled yet has nothing to report, and its
+            // first status wakes this app again: publishing "not reconciled yet" now would only
+            // be replaced a moment later.
+            if !database_not_reconciled_yet(app, &ctx) {
+                write_status(app, &api, &ctx, observed).await?;
+            }
             Ok(Action::requeue(ctx.config.resync()))
         }
         Err(err) => {
@@ -63,6 +67,15 @@ pub async fn reconcile(
 }
 
 type ObservedApp = (Vec<Observed>, HomelabAppStatus);
+
+fn database_not_reconciled_yet(app: &HomelabApp, ctx: &Context) -> bool {
+    let Some(binding) = &app.spec.database else {
+        return false;
+    };
+    let namespace = app.namespace().unwrap_or_default();
+    ctx.database(&namespace, &binding.database_ref.name)
+        .is_some_and(|db| db.status.is_none())
+}
 
 async fn converge(app: &HomelabApp, ctx: &Context) -> Result<ObservedApp, Error> {
     let namespace = app.namespace().unwrap_or_default();
@@ -273,7 +286,8 @@ async fn write_status(
     ctx: &Context,
     (observed, mut status): ObservedApp,
 ) -> Result<(), Error> {
-    let previous = app.status.clone().unwrap_or_default();
+    let current = ctx.status_writes.previous(app, app.status.as_ref());
+    let previous = current.clone().unwrap_or_default();
     status.observed_generation = app.meta().generation;
     status.conditions = conditions::merge(
         &previous.conditions,
@@ -281,7 +295,7 @@ async fn write_status(
         app.meta().generation,
         &now(),
     );
-    if status::patch_if_changed(api, app, app.status.as_ref(), &status).await? {
+    if status::patch_if_changed(api, &ctx.status_writes, app, current.as_ref(), &status).await? {
         ctx.metrics
             .status_patches
             .get_or_create(&crate::metrics::KindLabels { kind: KIND })

@@ -47,11 +47,10 @@ pub struct Context {
     pub azure: Option<Arc<crate::azure::AzureSide>>,
     /// Consecutive transient failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Status writes not yet seen by the caches.
+    pub status_writes: crate::kubernetes::status::StatusWrites,
     /// Key Vault URLs of External Secrets stores, with when they were read.
     vault_urls: Mutex<HashMap<String, (String, jiff::Timestamp)>>,
-    /// Per owner uid, the set of children it wanted when its children were last pruned. While
-    /// the set is unchanged nothing can have become unwanted, so the scan is skipped.
-    pruned: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }
 
 impl Context {
@@ -82,39 +81,8 @@ impl Context {
             apps,
             azure,
             failures: Mutex::new(HashMap::new()),
+            status_writes: Default::default(),
             vault_urls: Mutex::new(HashMap::new()),
-            pruned: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether the children of `owner_uid` must be scanned for ones no longer wanted: only when
-    /// the wanted set differs from the one last pruned against (always after a restart).
-    pub fn prune_needed(
-        &self,
-        owner_uid: &str,
-        wanted: &std::collections::BTreeSet<(String, String)>,
-    ) -> bool {
-        match self.pruned.lock() {
-            Ok(pruned) => pruned.get(owner_uid) != Some(wanted),
-            Err(_) => true,
-        }
-    }
-
-    /// Records that the children of `owner_uid` were pruned against `wanted`.
-    pub fn record_pruned(
-        &self,
-        owner_uid: &str,
-        wanted: std::collections::BTreeSet<(String, String)>,
-    ) {
-        if let Ok(mut pruned) = self.pruned.lock() {
-            pruned.insert(owner_uid.to_string(), wanted);
-        }
-    }
-
-    /// Forgets what was pruned for an owner that is gone.
-    pub fn forget_pruned(&self, owner_uid: &str) {
-        if let Ok(mut pruned) = self.pruned.lock() {
-            pruned.remove(owner_uid);
         }
     }
 
@@ -397,7 +365,8 @@ pub fn type_of(object: &kube::api::DynamicObject) -> (String, String) {
 }
 
 /// Deletes the children of an owner (`{Kind}/{name}`, uid) that `desired` no longer contains,
-/// except those `keep` vouches for. Skipped while the wanted set is the one last pruned against.
+/// except those `keep` vouches for. Children are found through the caches' owner index, so this
+/// costs a lookup per child kind, not a scan.
 pub async fn prune_children(
     ctx: &Context,
     namespace: &str,
@@ -411,9 +380,6 @@ pub async fn prune_children(
         .iter()
         .map(|o| (type_of(o).1, o.name_any()))
         .collect();
-    if !ctx.prune_needed(owner_uid, &wanted) {
-        return Ok(());
-    }
     for child in ctx.children.owned_by(namespace, owner_uid, owner_key) {
         if wanted.contains(&(child.kind.clone(), child.object.name_any())) || keep(&child) {
             continue;
@@ -421,6 +387,5 @@ pub async fn prune_children(
         tracing::info!(kind = %child.kind, name = %child.object.name_any(), "deleting a child that is no longer wanted");
         ctx.children.delete(&child).await?;
     }
-    ctx.record_pruned(owner_uid, wanted);
     Ok(())
 }

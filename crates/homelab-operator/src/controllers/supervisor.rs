@@ -23,6 +23,7 @@ use crate::health::Health;
 use crate::kubernetes::capabilities::{Capabilities, Needed};
 use crate::kubernetes::children::{ChildEvent, Children};
 use crate::kubernetes::events::Events;
+use crate::kubernetes::resource_watch::{self, SpecIdentity};
 use crate::metrics::Metrics;
 
 /// Everything the operator needs, with who provides it.
@@ -192,21 +193,25 @@ async fn run_once(
     let watcher_config = watcher::Config::default().any_semantic();
     let controller_config = ControllerConfig::default().concurrency(config.concurrency);
 
-    let databases = Controller::new(
+    // One watch per kind; the other controllers get copies of its changes.
+    let databases = resource_watch::watch(
         main_api::<DeserializeGuard<AppDatabase>>(&client, &config),
         watcher_config.clone(),
+        2,
     );
-    let policies = Controller::new(
+    let policies = resource_watch::watch(
         main_api::<DeserializeGuard<BackupPolicy>>(&client, &config),
         watcher_config.clone(),
+        1,
     );
-    let apps = Controller::new(
+    let apps = resource_watch::watch(
         main_api::<DeserializeGuard<HomelabApp>>(&client, &config),
-        watcher_config.clone(),
+        watcher_config,
+        0,
     );
-    let database_store = databases.store();
-    let policy_store = policies.store();
-    let app_store = apps.store();
+    let database_store = databases.store.clone();
+    let policy_store = policies.store.clone();
+    let app_store = apps.store.clone();
 
     let events = Events::new(client.clone(), config.identity.clone());
     let ctx = Arc::new(Context::new(
@@ -234,20 +239,33 @@ async fn run_once(
     };
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
-    // AppDatabase: its children, and the BackupPolicy it names.
-    let mut databases = databases.with_config(controller_config.clone());
+    let mut database_changes = databases.changes.into_iter();
+    let mut policy_changes = policies.changes.into_iter();
+    let (Some(databases_for_apps), Some(databases_for_policies), Some(policies_for_databases)) = (
+        database_changes.next(),
+        database_changes.next(),
+        policy_changes.next(),
+    ) else {
+        tracing::error!("the custom resource watches were started without their change feeds");
+        return;
+    };
+
+    // AppDatabase: its children, and the BackupPolicy it names (its spec only: the policy's
+    // status is the policy's own business).
+    let mut database_controller = Controller::for_stream(databases.trigger, database_store.clone())
+        .with_config(controller_config.clone());
     for (resource, rx) in database_children {
-        databases = databases.watches_stream_with(
+        database_controller = database_controller.watches_stream_with(
             child_stream(rx),
             |child| owner_of::<AppDatabase>(&child),
             resource,
         );
     }
     let dbs_for_policy = database_store.clone();
-    let databases = databases
-        .watches(
-            main_api::<DeserializeGuard<BackupPolicy>>(&client, &config),
-            watcher_config.clone(),
+    let database_controller = database_controller
+        .watches_stream(
+            resource_watch::only_relevant(policies_for_databases, resource_watch::spec_identity)
+                .map(|change| Ok(change.object)),
             move |policy| databases_using_policy(&dbs_for_policy, &policy),
         )
         .graceful_shutdown_on(shutdown.clone())
@@ -258,20 +276,21 @@ async fn run_once(
         )
         .for_each(log_result);
 
-    // HomelabApp: its children, and the AppDatabase it uses.
-    let mut apps = apps.with_config(controller_config.clone());
+    // HomelabApp: its children, and the AppDatabase it uses (its spec and readiness).
+    let mut app_controller = Controller::for_stream(apps.trigger, app_store.clone())
+        .with_config(controller_config.clone());
     for (resource, rx) in app_children {
-        apps = apps.watches_stream_with(
+        app_controller = app_controller.watches_stream_with(
             child_stream(rx),
             |child| owner_of::<HomelabApp>(&child),
             resource,
         );
     }
     let apps_for_db = app_store.clone();
-    let apps = apps
-        .watches(
-            main_api::<DeserializeGuard<AppDatabase>>(&client, &config),
-            watcher_config.clone(),
+    let app_controller = app_controller
+        .watches_stream(
+            resource_watch::only_relevant(databases_for_apps, database_readiness)
+                .map(|change| Ok(change.object)),
             move |db| apps_using_database(&apps_for_db, &db),
         )
         .graceful_shutdown_on(shutdown.clone())
@@ -282,19 +301,20 @@ async fn run_once(
         )
         .for_each(log_result);
 
-    // BackupPolicy: the databases that use it, and its drill clusters.
-    let mut policies = policies.with_config(controller_config);
+    // BackupPolicy: the databases that use it (their status too: backups and drills), and its
+    // drill clusters.
+    let mut policy_controller = Controller::for_stream(policies.trigger, policy_store.clone())
+        .with_config(controller_config);
     for (resource, rx) in policy_children {
-        policies = policies.watches_stream_with(
+        policy_controller = policy_controller.watches_stream_with(
             child_stream(rx),
             |child| owner_of::<BackupPolicy>(&child),
             resource,
         );
     }
-    let policies = policies
-        .watches(
-            main_api::<DeserializeGuard<AppDatabase>>(&client, &config),
-            watcher_config,
+    let policy_controller = policy_controller
+        .watches_stream(
+            databases_for_policies.map(|change| Ok(change.object)),
             |db| policy_of_database(&db),
         )
         .graceful_shutdown_on(shutdown.clone())
@@ -307,7 +327,7 @@ async fn run_once(
 
     health.set_running(true);
     tracing::info!("controllers started");
-    futures::join!(databases, apps, policies);
+    futures::join!(database_controller, app_controller, policy_controller);
     tracing::info!("controllers stopped");
 }
 
@@ -359,7 +379,7 @@ fn databases_using_policy(
     store: &Store<DeserializeGuard<AppDatabase>>,
     policy: &DeserializeGuard<BackupPolicy>,
 ) -> Vec<ObjectRef<DeserializeGuard<AppDatabase>>> {
-    let (name, namespace) = guard_name(policy);
+    let (name, namespace) = resource_watch::name_of(policy);
     store
         .state()
         .iter()
@@ -383,11 +403,29 @@ fn databases_using_policy(
         .collect()
 }
 
+/// Status, reason and message of a Ready condition.
+type Readiness = (String, String, String);
+
+/// What a HomelabApp reads of its AppDatabase: its spec and whether (and why not) it is ready.
+fn database_readiness(db: &DeserializeGuard<AppDatabase>) -> (SpecIdentity, Option<Readiness>) {
+    let ready = db.0.as_ref().ok().and_then(|db| {
+        let status = db.status.as_ref()?;
+        let ready =
+            homelab_api::conditions::find(&status.conditions, homelab_api::conditions::READY)?;
+        Some((
+            ready.status.clone(),
+            ready.reason.clone(),
+            ready.message.clone(),
+        ))
+    });
+    (resource_watch::spec_identity(db), ready)
+}
+
 fn apps_using_database(
     store: &Store<DeserializeGuard<HomelabApp>>,
     db: &DeserializeGuard<AppDatabase>,
 ) -> Vec<ObjectRef<DeserializeGuard<HomelabApp>>> {
-    let (name, namespace) = guard_name(db);
+    let (name, namespace) = resource_watch::name_of(db);
     store
         .state()
         .iter()
@@ -410,15 +448,4 @@ fn policy_of_database(
     let namespace = db.namespace()?;
     let policy = &db.spec.backup.as_ref()?.policy_ref.name;
     Some(ObjectRef::new(policy).within(&namespace))
-}
-
-fn guard_name<K: Resource>(guard: &DeserializeGuard<K>) -> (String, String) {
-    let meta = match &guard.0 {
-        Ok(k) => k.meta(),
-        Err(invalid) => &invalid.metadata,
-    };
-    (
-        meta.name.clone().unwrap_or_default(),
-        meta.namespace.clone().unwrap_or_default(),
-    )
 }

@@ -5,4 +5,5 @@ pub mod capabilities;
 pub mod children;
 pub mod diff;
 pub mod events;
+pub mod resource_watch;
 pub mod status;

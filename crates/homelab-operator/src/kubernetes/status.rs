@@ -1,4 +1,13 @@
 //! Writes a custom resource's status only when it differs from what is stored.
+//!
+//! The cached copy of a resource lags behind the operator's own status writes by one watch
+//! event. A reconcile that runs in that gap would see the old status, decide that the status
+//! changed, and write the same status again (with new transition times). [`StatusWrites`]
+//! remembers each write until the cache has caught up with it, so that such a reconcile compares
+//! against what was written instead.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
@@ -8,10 +17,79 @@ use serde::de::DeserializeOwned;
 
 use homelab_api::naming;
 
-/// Patches `.status` with server-side apply when `new` differs from `current`. Returns whether a
-/// request was sent.
+/// Status writes the cache has not shown yet, by object uid.
+#[derive(Default)]
+pub struct StatusWrites {
+    pending: Mutex<HashMap<String, PendingWrite>>,
+}
+
+struct PendingWrite {
+    resource_version: u64,
+    status: serde_json::Value,
+}
+
+/// Bound of remembered writes; objects deleted before their write was seen are forgotten when
+/// it is reached.
+const REMEMBERED_WRITES: usize = 10_000;
+
+fn resource_version<K: Resource>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
+
+impl StatusWrites {
+    /// The status to compare a new one against: the cached object's, or the one this operator
+    /// wrote last when the cached object predates that write.
+    pub fn previous<K, S>(&self, object: &K, cached: Option<&S>) -> Option<S>
+    where
+        K: Resource,
+        S: DeserializeOwned + Clone,
+    {
+        let uid = object.meta().uid.as_deref()?;
+        let Ok(mut pending) = self.pending.lock() else {
+            return cached.cloned();
+        };
+        let Some(write) = pending.get(uid) else {
+            return cached.cloned();
+        };
+        match resource_version(object) {
+            Some(seen) if seen < write.resource_version => {
+                serde_json::from_value(write.status.clone())
+                    .ok()
+                    .or_else(|| cached.cloned())
+            }
+            _ => {
+                pending.remove(uid);
+                cached.cloned()
+            }
+        }
+    }
+
+    fn remember<K: Resource>(&self, written: &K, status: serde_json::Value) {
+        let (Some(uid), Some(resource_version)) =
+            (written.meta().uid.clone(), resource_version(written))
+        else {
+            return;
+        };
+        if let Ok(mut pending) = self.pending.lock() {
+            if pending.len() >= REMEMBERED_WRITES {
+                pending.clear();
+            }
+            pending.insert(
+                uid,
+                PendingWrite {
+                    resource_version,
+                    status,
+                },
+            );
+        }
+    }
+}
+
+/// Patches `.status` with server-side apply when `new` differs from `current` (as returned by
+/// [`StatusWrites::previous`]). Returns whether a request was sent.
 pub async fn patch_if_changed<K, S>(
     api: &Api<K>,
+    writes: &StatusWrites,
     object: &K,
     current: Option<&S>,
     new: &S,
@@ -34,16 +112,66 @@ where
             "status changed"
         );
     }
+    let status = serde_json::to_value(new).map_err(kube::Error::SerdeError)?;
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "status": new,
+        "status": status,
     });
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::apply(naming::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::apply(naming::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    writes.remember(&written, status);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn object(version: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("a".into()),
+                uid: Some("uid-a".into()),
+                resource_version: Some(version.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cache_older_than_the_last_write_compares_against_that_write() {
+        let writes = StatusWrites::default();
+        writes.remember(&object("20"), serde_json::json!("written"));
+        let cached = "stale".to_string();
+        assert_eq!(
+            writes.previous(&object("10"), Some(&cached)),
+            Some("written".to_string())
+        );
+        // Once the cache has caught up, it is the truth again and the write is forgotten.
+        let caught_up = "current".to_string();
+        assert_eq!(
+            writes.previous(&object("20"), Some(&caught_up)),
+            Some("current".to_string())
+        );
+        assert_eq!(
+            writes.previous(&object("10"), Some(&cached)),
+            Some("stale".to_string())
+        );
+    }
+
+    #[test]
+    fn without_a_pending_write_the_cache_is_used() {
+        let writes = StatusWrites::default();
+        let cached = 7u32;
+        assert_eq!(writes.previous(&object("5"), Some(&cached)), Some(7));
+        assert_eq!(writes.previous::<_, u32>(&object("5"), None), None);
+    }
 }
