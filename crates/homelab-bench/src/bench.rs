@@ -57,6 +57,11 @@ pub struct BenchReport {
     pub rss_n: Option<u64>,
     pub large_n: usize,
     pub rss_large: Option<u64>,
+    /// Peak RSS of an operator started with the N pairs already present, once each custom
+    /// resource was reconciled.
+    pub rss_restart: Option<u64>,
+    /// The same with the large N present.
+    pub rss_large_restart: Option<u64>,
     pub converge_large: Option<Duration>,
     pub converge_large_cpu: Option<f64>,
     pub rss_secrets: Option<u64>,
@@ -279,6 +284,7 @@ pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
             .metric("homelab_operator_reconciles_total", "")
             .await;
         report.restart_window = Some(operator.started.elapsed());
+        report.rss_restart = operator.peak_rss();
         operator.stop().await?;
         // Audit lines follow the responses shortly.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -311,6 +317,19 @@ pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
             .zip(operator.cpu_seconds())
             .map(|(before, after)| after - before);
         report.rss_large = operator.peak_rss();
+        operator.stop().await?;
+
+        // Started again over the converged pairs: every cache lists everything at once.
+        let mut operator = OperatorProcess::spawn(
+            &opts.operator,
+            &settings(&ns, env, opts, 3600, "large-restart"),
+        )
+        .await?;
+        let reconciled = (2 * opts.large_n + 1) as f64;
+        match operator.wait_reconciles(reconciled, opts.timeout).await {
+            Ok(_) => report.rss_large_restart = operator.peak_rss(),
+            Err(e) => report.notes.push(format!("large restart: {e}")),
+        }
         operator.stop().await?;
     }
 

@@ -143,6 +143,25 @@ impl OperatorProcess {
         Some(metric_sum(&body, name, labels))
     }
 
+    /// Waits until `homelab_operator_reconciles_total` reaches `count`; the time since spawn.
+    pub async fn wait_reconciles(&mut self, count: f64, timeout: Duration) -> Result<Duration> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = self.metric("homelab_operator_reconciles_total", "").await
+                && value >= count
+            {
+                return Ok(self.started.elapsed());
+            }
+            if !self.running() {
+                bail!("the operator process exited before {count} reconciles");
+            }
+            if Instant::now() > deadline {
+                bail!("fewer than {count} reconciles within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until `homelab_operator_reconciles_total` is above zero; the time since spawn.
     pub async fn wait_first_reconcile(&mut self, timeout: Duration) -> Result<Duration> {
         let deadline = Instant::now() + timeout;

@@ -190,7 +190,9 @@ async fn run_once(
     let app_children = subscribers.pop().unwrap_or_default();
     let database_children = subscribers.pop().unwrap_or_default();
 
-    let watcher_config = watcher::Config::default().any_semantic();
+    let watcher_config = watcher::Config::default()
+        .any_semantic()
+        .page_size(crate::kubernetes::children::LIST_PAGE_SIZE);
     let controller_config = ControllerConfig::default().concurrency(config.concurrency);
 
     // One watch per kind; the other controllers get copies of its changes.

@@ -496,7 +496,8 @@ impl Children {
                 };
                 let config = watcher::Config::default()
                     .labels(&managed_selector())
-                    .any_semantic();
+                    .any_semantic()
+                    .page_size(LIST_PAGE_SIZE);
                 let keep_status = STATUS_READ.contains(&resource.kind.as_str());
                 let store = Arc::new(ChildStore::new(keep_status));
                 let mut senders = Vec::with_capacity(subscribers);
@@ -707,6 +708,11 @@ impl Children {
         }
     }
 }
+
+/// Objects per list page when a watch (re)starts. A page is parsed whole before its objects
+/// are cached one by one, and every kind lists at once on start-up: small pages keep that burst
+/// from setting the process's peak memory.
+pub const LIST_PAGE_SIZE: u32 = 50;
 
 /// Child kinds whose status the controllers read; the status of every other kind is not kept.
 const STATUS_READ: [&str; 5] = [
