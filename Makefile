@@ -22,7 +22,8 @@ bench:
 	cargo build --release -p homelab-operator --bin homelab-operator -p homelab-bench --bins
 	"$(TARGET_DIR)/release/bench" --operator "$(TARGET_DIR)/release/homelab-operator" --emulated "$(TARGET_DIR)/release/operator-emulated" $(BENCH_ARGS)
 
-# SIGKILLs, Azure emulator outages and cut connections; non-zero exit on a violated invariant.
+# SIGKILLs, kube-apiserver and etcd restarts, Azure emulator outages and cut connections; non-zero
+# exit on a violated invariant.
 # Options: make chaos CHAOS_ARGS="--kills 20 --minutes 3".
 chaos:
 	bash hack/build-control-plane.sh >/dev/null
