@@ -265,9 +265,9 @@ async fn run_once(
     }
     let dbs_for_policy = database_store.clone();
     let database_controller = database_controller
-        .watches_stream(
+        .watches_shared_stream(
             resource_watch::only_relevant(policies_for_databases, resource_watch::spec_identity)
-                .map(|change| Ok(change.object)),
+                .map(|change| change.object),
             move |policy| databases_using_policy(&dbs_for_policy, &policy),
         )
         .graceful_shutdown_on(shutdown.clone())
@@ -290,9 +290,9 @@ async fn run_once(
     }
     let apps_for_db = app_store.clone();
     let app_controller = app_controller
-        .watches_stream(
+        .watches_shared_stream(
             resource_watch::only_relevant(databases_for_apps, database_readiness)
-                .map(|change| Ok(change.object)),
+                .map(|change| change.object),
             move |db| apps_using_database(&apps_for_db, &db),
         )
         .graceful_shutdown_on(shutdown.clone())
@@ -315,10 +315,9 @@ async fn run_once(
         );
     }
     let policy_controller = policy_controller
-        .watches_stream(
-            databases_for_policies.map(|change| Ok(change.object)),
-            |db| policy_of_database(&db),
-        )
+        .watches_shared_stream(databases_for_policies.map(|change| change.object), |db| {
+            policy_of_database(&db)
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(
             backup_policy::reconcile,

@@ -347,7 +347,10 @@ impl ChildStore {
                 let (namespace, name) = key_of(&object);
                 let child = cache_entry(&object, self.keep_status);
                 self.write().insert_listed(&namespace, &name, child);
-                Some(trigger_of(object))
+                // The first list comes before the controllers run, and they reconcile every
+                // custom resource when they start: triggers for it would only queue up. A later
+                // re-list (after a watch failure) may carry changes nobody was told about.
+                self.listed.borrow().then(|| trigger_of(object))
             }
             watcher::Event::InitDone => {
                 self.write().finish_list();

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
@@ -23,7 +24,7 @@ const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-config
 /// A change passed on to another controller; `deleted` tells a deletion from an update.
 #[derive(Clone, Debug)]
 pub struct Change<K> {
-    pub object: K,
+    pub object: Arc<K>,
     pub deleted: bool,
 }
 
@@ -57,6 +58,7 @@ where
         senders.push(tx);
         changes.push(UnboundedReceiverStream::new(rx));
     }
+    let mut listed_once = false;
     let trigger = watcher(api, config)
         .default_backoff()
         .modify(|guard: &mut DeserializeGuard<K>| {
@@ -69,12 +71,18 @@ where
         .reflect(writer)
         .inspect(move |event| {
             let (object, deleted) = match event {
-                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                    (object, false)
-                }
+                Ok(watcher::Event::Apply(object)) => (object, false),
+                // Every controller reconciles all of its objects when it starts, so the first
+                // list tells the others nothing; a re-list after a watch failure may.
+                Ok(watcher::Event::InitApply(object)) if listed_once => (object, false),
                 Ok(watcher::Event::Delete(object)) => (object, true),
+                Ok(watcher::Event::InitDone) => {
+                    listed_once = true;
+                    return;
+                }
                 _ => return,
             };
+            let object = Arc::new(object.clone());
             for tx in &senders {
                 // A closed receiver means that controller has stopped: nothing to tell it.
                 let _ = tx.send(Change {
@@ -114,7 +122,7 @@ pub fn only_relevant<K, R>(
     relevant: impl Fn(&DeserializeGuard<K>) -> R + Send + 'static,
 ) -> impl Stream<Item = Change<DeserializeGuard<K>>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Send + 'static,
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
     R: Hash,
 {
     let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
