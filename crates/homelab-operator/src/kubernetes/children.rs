@@ -15,6 +15,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use super::diff::Digest;
+use super::resource_version_number;
 use crate::metrics::{ApplyLabels, Metrics};
 
 /// Annotation holding a fingerprint of what the operator last wanted in an object. When the
@@ -196,12 +197,6 @@ struct StoreState {
     deleted: HashMap<(Box<str>, Box<str>), u64>,
 }
 
-/// A resource version as a number: the apiserver's are etcd revisions. `None` for anything else,
-/// in which case no two versions are ordered.
-fn version_of(object: &DynamicObject) -> Option<u64> {
-    object.metadata.resource_version.as_deref()?.parse().ok()
-}
-
 /// Whether `candidate` is known to be older than `cached`.
 fn is_older(candidate: Option<u64>, cached: Option<u64>) -> bool {
     matches!((candidate, cached), (Some(a), Some(b)) if a < b)
@@ -216,14 +211,10 @@ impl StoreState {
     }
 
     fn upsert(&mut self, namespace: &str, name: &str, child: CachedChild) {
-        match self.namespaces.get_mut(namespace) {
-            Some(children) => children.upsert(name, child),
-            None => {
-                let mut children = NamespaceChildren::default();
-                children.upsert(name, child);
-                self.namespaces.insert(namespace.into(), children);
-            }
-        }
+        self.namespaces
+            .entry(namespace.into())
+            .or_default()
+            .upsert(name, child);
     }
 
     /// Stores a child seen by the watch, unless the cache already holds a newer copy of it (the
@@ -273,15 +264,11 @@ impl StoreState {
     }
 
     fn insert_listed(&mut self, namespace: &str, name: &str, child: CachedChild) {
-        let relisting = self.relisting.get_or_insert_with(HashMap::new);
-        match relisting.get_mut(namespace) {
-            Some(children) => children.upsert(name, child),
-            None => {
-                let mut children = NamespaceChildren::default();
-                children.upsert(name, child);
-                relisting.insert(namespace.into(), children);
-            }
-        }
+        self.relisting
+            .get_or_insert_with(HashMap::new)
+            .entry(namespace.into())
+            .or_default()
+            .upsert(name, child);
     }
 
     fn finish_list(&mut self) {
@@ -291,10 +278,6 @@ impl StoreState {
             children.owners.shrink_to_fit();
         }
         self.namespaces = namespaces;
-    }
-
-    fn len(&self) -> usize {
-        self.namespaces.values().map(|c| c.objects.len()).sum()
     }
 }
 
@@ -366,7 +349,7 @@ impl ChildStore {
             watcher::Event::Delete(object) => {
                 let (namespace, name) = key_of(&object);
                 self.write()
-                    .remove_watched(&namespace, &name, version_of(&object));
+                    .remove_watched(&namespace, &name, resource_version_number(&object));
                 Some(trigger_of(object))
             }
         }
@@ -421,7 +404,7 @@ fn cache_entry(object: &DynamicObject, keep_status: bool) -> CachedChild {
         owners.push(owner.as_str().into());
     }
     CachedChild {
-        resource_version: version_of(object),
+        resource_version: resource_version_number(object),
         labels: ours(object.metadata.labels.as_ref()),
         annotations: ours(object.metadata.annotations.as_ref()),
         created: object.metadata.creation_timestamp.clone(),
@@ -602,17 +585,6 @@ impl Children {
             }
         }
         found
-    }
-
-    /// How many children of each kind are cached.
-    pub fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
-        self.kinds
-            .values()
-            .map(|cache| {
-                let count = cache.stores.values().map(|store| store.read().len()).sum();
-                (static_kind(&cache.resource.kind), count)
-            })
-            .collect()
     }
 
     /// Whether a kind is installed (and so cached).

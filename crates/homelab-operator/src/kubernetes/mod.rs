@@ -7,3 +7,9 @@ pub mod diff;
 pub mod events;
 pub mod resource_watch;
 pub mod status;
+
+/// A resource version as a number: the apiserver's are etcd revisions, so two versions of one
+/// object order by them. `None` for anything else, in which case no two versions are ordered.
+pub fn resource_version_number<K: kube::Resource>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}

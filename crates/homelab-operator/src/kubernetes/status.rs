@@ -17,6 +17,8 @@ use serde::de::DeserializeOwned;
 
 use homelab_api::naming;
 
+use super::resource_version_number;
+
 /// Status writes the cache has not shown yet, by object uid.
 #[derive(Default)]
 pub struct StatusWrites {
@@ -31,10 +33,6 @@ struct PendingWrite {
 /// Bound of remembered writes; objects deleted before their write was seen are forgotten when
 /// it is reached.
 const REMEMBERED_WRITES: usize = 10_000;
-
-fn resource_version<K: Resource>(object: &K) -> Option<u64> {
-    object.meta().resource_version.as_deref()?.parse().ok()
-}
 
 impl StatusWrites {
     /// The status to compare a new one against: the cached object's, or the one this operator
@@ -51,7 +49,7 @@ impl StatusWrites {
         let Some(write) = pending.get(uid) else {
             return cached.cloned();
         };
-        match resource_version(object) {
+        match resource_version_number(object) {
             Some(seen) if seen < write.resource_version => {
                 serde_json::from_value(write.status.clone())
                     .ok()
@@ -66,7 +64,7 @@ impl StatusWrites {
 
     fn remember<K: Resource>(&self, written: &K, status: serde_json::Value) {
         let (Some(uid), Some(resource_version)) =
-            (written.meta().uid.clone(), resource_version(written))
+            (written.meta().uid.clone(), resource_version_number(written))
         else {
             return;
         };
