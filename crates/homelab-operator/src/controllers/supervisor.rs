@@ -380,7 +380,7 @@ fn databases_using_policy(
     store: &Store<DeserializeGuard<AppDatabase>>,
     policy: &DeserializeGuard<BackupPolicy>,
 ) -> Vec<ObjectRef<DeserializeGuard<AppDatabase>>> {
-    let (name, namespace) = resource_watch::name_of(policy);
+    let (name, namespace) = (policy.name_any(), policy.namespace().unwrap_or_default());
     store
         .state()
         .iter()
@@ -426,7 +426,7 @@ fn apps_using_database(
     store: &Store<DeserializeGuard<HomelabApp>>,
     db: &DeserializeGuard<AppDatabase>,
 ) -> Vec<ObjectRef<DeserializeGuard<HomelabApp>>> {
-    let (name, namespace) = resource_watch::name_of(db);
+    let (name, namespace) = (db.name_any(), db.namespace().unwrap_or_default());
     store
         .state()
         .iter()

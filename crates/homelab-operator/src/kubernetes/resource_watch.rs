@@ -62,7 +62,7 @@ where
     let trigger = watcher(api, config)
         .default_backoff()
         .modify(|guard: &mut DeserializeGuard<K>| {
-            let metadata = metadata_mut(guard);
+            let metadata = guard.meta_mut();
             metadata.managed_fields = None;
             if let Some(annotations) = metadata.annotations.as_mut() {
                 annotations.remove(LAST_APPLIED_ANNOTATION);
@@ -100,21 +100,6 @@ where
     }
 }
 
-fn metadata_mut<K: Resource>(guard: &mut DeserializeGuard<K>) -> &mut kube::core::ObjectMeta {
-    match &mut guard.0 {
-        Ok(object) => object.meta_mut(),
-        Err(invalid) => &mut invalid.metadata,
-    }
-}
-
-/// The metadata of a watched object, valid or not.
-pub fn metadata<K: Resource>(guard: &DeserializeGuard<K>) -> &kube::core::ObjectMeta {
-    match &guard.0 {
-        Ok(object) => object.meta(),
-        Err(invalid) => &invalid.metadata,
-    }
-}
-
 /// Passes on only the changes whose `relevant` part differs from the last one seen for that
 /// object (and every deletion), so that a controller is not woken by changes it does not read.
 pub fn only_relevant<K, R>(
@@ -127,7 +112,7 @@ where
 {
     let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
     changes.filter(move |change| {
-        let meta = metadata(&change.object);
+        let meta = change.object.meta();
         let key = ObjectRef::<K>::new(meta.name.as_deref().unwrap_or_default())
             .within(meta.namespace.as_deref().unwrap_or_default());
         let pass = if change.deleted {
@@ -149,19 +134,10 @@ pub type SpecIdentity = (Option<String>, Option<i64>, bool);
 /// The part of a custom resource its spec consumers read: which object it is, its spec
 /// (by generation) and whether it is being deleted.
 pub fn spec_identity<K: Resource>(guard: &DeserializeGuard<K>) -> SpecIdentity {
-    let meta = metadata(guard);
+    let meta = guard.meta();
     (
         meta.uid.clone(),
         meta.generation,
         meta.deletion_timestamp.is_some(),
-    )
-}
-
-/// The name of a watched object, valid or not.
-pub fn name_of<K: Resource>(guard: &DeserializeGuard<K>) -> (String, String) {
-    let meta = metadata(guard);
-    (
-        meta.name.clone().unwrap_or_default(),
-        meta.namespace.clone().unwrap_or_default(),
     )
 }
