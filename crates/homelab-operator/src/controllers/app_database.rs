@@ -41,12 +41,21 @@ pub async fn reconcile(
     if db.meta().deletion_timestamp.is_some() {
         return cleanup(db, &api, &ctx).await;
     }
-    if finalizer::ensure(&api, db).await? {
-        // The finalizer write triggers another reconcile with the updated object.
-        return Ok(Action::await_change());
-    }
+    let converged = if ctx.azure.is_some() {
+        // The Azure side lives outside the cluster's garbage collection: the finalizer that
+        // removes it must be on the object before any of it exists.
+        finalizer::ensure(&api, db).await?;
+        converge(db, &ctx).await
+    } else {
+        // Without the Azure side every child either carries an ownerReference or is data the
+        // policy keeps, so nothing depends on the finalizer landing first: add it alongside
+        // the applies instead of spending a round trip before them.
+        let (added, converged) = futures::join!(finalizer::ensure(&api, db), converge(db, &ctx));
+        added?;
+        converged
+    };
 
-    let (observed, action) = match converge(db, &ctx).await {
+    let (observed, action) = match converged {
         Ok(converged) => {
             let next_check = match (converged.next_azure_check, converged.next_backup_check) {
                 (Some(a), Some(b)) => Some(a.min(b)),
