@@ -210,6 +210,32 @@ impl Observer {
         }
     }
 
+    /// Polls the in-memory view until every expected child has been seen, regardless of the
+    /// CRs' status (the floor writes none); the time from `since`.
+    pub async fn wait_children(
+        &self,
+        expected: &BTreeSet<(String, String)>,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Duration> {
+        loop {
+            let missing = {
+                let objects = self.lock();
+                expected
+                    .iter()
+                    .filter(|key| !objects.contains_key(*key))
+                    .count()
+            };
+            if missing == 0 {
+                return Ok(since.elapsed());
+            }
+            if since.elapsed() > timeout {
+                bail!("{missing} children not seen after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The CRs of `kind` currently seen.
     pub fn all(&self, kind: &str) -> Vec<Seen> {
         self.lock()

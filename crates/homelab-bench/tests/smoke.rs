@@ -46,10 +46,15 @@ async fn bench_at_small_n_converges_without_writes_after_restart() {
         emulated: Some(operator()),
         work_dir: work_dir("bench"),
         timeout: Duration::from_secs(120),
+        rounds: 2,
     };
     let report = bench::run(env, &opts).await.expect("bench run");
     println!("{}", homelab_bench::report::bench_table(&report));
-    assert!(report.converge.is_some());
+    assert_eq!(
+        report.rounds.len(),
+        2,
+        "both rounds converged and were timed"
+    );
     assert!(report.children > 0);
     assert_eq!(
         report.floor_children, report.children,

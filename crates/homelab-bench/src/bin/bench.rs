@@ -14,6 +14,9 @@ struct Cli {
     /// AppDatabase + HomelabApp pairs converged at once.
     #[arg(long, default_value_t = 500)]
     n: usize,
+    /// Rounds of convergence against the floor; the ratio reported is their median.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Pairs of the large footprint run (0 skips it).
     #[arg(long, default_value_t = 2000)]
     large_n: usize,
@@ -76,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             }),
         work_dir: work_dir.clone(),
         timeout: Duration::from_secs(cli.timeout_seconds),
+        rounds: cli.rounds,
     };
     let report = bench::run(&env, &opts).await?;
     let table = homelab_bench::report::bench_table(&report);
