@@ -113,8 +113,8 @@ where
     let status = serde_json::to_value(new).map_err(kube::Error::SerdeError)?;
     // The operator is the only writer of its resources' status, so the whole status is replaced
     // in one JSON patch ("add" replaces an existing member). A server-side apply of the same
-    // status costs the apiserver about four times as much: it merges field sets and the
-    // managed-fields entry on every write.
+    // status cost the apiserver about twice the CPU in a profile of 1,000 writes: it merges
+    // field sets and the managed-fields entry on every write.
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
         {"op": "add", "path": "/status", "value": &status}
     ]))
