@@ -179,7 +179,6 @@ async fn run_once(
         &child_resources,
         &config.namespaces,
         3,
-        2 * usize::from(config.concurrency),
     );
     // Reconciles compare desired objects with these caches: they must be filled first, or a
     // restart would re-apply everything.

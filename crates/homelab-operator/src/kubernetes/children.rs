@@ -438,10 +438,6 @@ pub struct Children {
     client: Client,
     metrics: Arc<Metrics>,
     kinds: Arc<HashMap<KindKey, KindCache>>,
-    /// Bounds the child writes in flight across all reconciles. Each request in flight holds
-    /// an HTTP/1.1 connection with its buffers (and keeps it in the pool afterwards), so the
-    /// bound is also the bound on those connections; the apiserver is saturated long before it.
-    writes: Arc<tokio::sync::Semaphore>,
 }
 
 /// A cached child with its kind. Objects from a list response carry no `apiVersion`/`kind` of
@@ -462,15 +458,13 @@ pub type Subscription = Vec<(ApiResource, mpsc::UnboundedReceiver<ChildEvent>)>;
 impl Children {
     /// Starts a watch per kind and namespace (all namespaces when `namespaces` is empty), label-
     /// selected to the operator's own objects. Each change is sent to `subscribers` receivers per
-    /// kind, so that several controllers can be triggered by one watch. At most
-    /// `concurrent_writes` applies and deletes are in flight at once.
+    /// kind, so that several controllers can be triggered by one watch.
     pub fn start(
         client: Client,
         metrics: Arc<Metrics>,
         resources: &[ApiResource],
         namespaces: &[String],
         subscribers: usize,
-        concurrent_writes: usize,
     ) -> (Self, Vec<Subscription>) {
         let mut kinds = HashMap::new();
         let mut receivers: Vec<Subscription> = (0..subscribers).map(|_| Vec::new()).collect();
@@ -515,7 +509,6 @@ impl Children {
                 client,
                 metrics,
                 kinds: Arc::new(kinds),
-                writes: Arc::new(tokio::sync::Semaphore::new(concurrent_writes.max(1))),
             },
             receivers,
         )
@@ -652,16 +645,14 @@ impl Children {
         let params = PatchParams::apply(naming::FIELD_MANAGER)
             .force()
             .validation_strict();
-        let applied = {
-            let _permit = self.writes.acquire().await;
-            api.patch(&name, &params, &Patch::Apply(&desired_json))
-                .await
-                .map_err(|source| ChildError::Apply {
-                    kind: kind.clone(),
-                    name: name.clone(),
-                    source,
-                })?
-        };
+        let applied = api
+            .patch(&name, &params, &Patch::Apply(&desired_json))
+            .await
+            .map_err(|source| ChildError::Apply {
+                kind: kind.clone(),
+                name: name.clone(),
+                source,
+            })?;
         if let Some(store) = self.store_for(cache, &namespace) {
             store.remember_applied(&applied);
         }
@@ -685,7 +676,6 @@ impl Children {
         let namespace = child.object.namespace().unwrap_or_default();
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &namespace, &cache.resource);
-        let _permit = self.writes.acquire().await;
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
