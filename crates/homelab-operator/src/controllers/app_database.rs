@@ -41,19 +41,15 @@ pub async fn reconcile(
     if db.meta().deletion_timestamp.is_some() {
         return cleanup(db, &api, &ctx).await;
     }
-    let converged = if ctx.azure.is_some() {
-        // The Azure side lives outside the cluster's garbage collection: the finalizer that
-        // removes it must be on the object before any of it exists.
+    // The Azure side lives outside the cluster's garbage collection: the finalizer that removes
+    // it must be on the object before any of it exists. Without the Azure side there is nothing
+    // to finalize (every child either carries an ownerReference or is data the policy keeps), so
+    // no finalizer is added: it would cost a write per database and hold a deletion up for as
+    // long as the operator is down.
+    if ctx.azure.is_some() {
         finalizer::ensure(&api, db).await?;
-        converge(db, &ctx).await
-    } else {
-        // Without the Azure side every child either carries an ownerReference or is data the
-        // policy keeps, so nothing depends on the finalizer landing first: add it alongside
-        // the applies instead of spending a round trip before them.
-        let (added, converged) = futures::join!(finalizer::ensure(&api, db), converge(db, &ctx));
-        added?;
-        converged
-    };
+    }
+    let converged = converge(db, &ctx).await;
 
     let (observed, action) = match converged {
         Ok(converged) => {

@@ -314,10 +314,14 @@ async fn run_once(
             resource,
         );
     }
+    let database_gauges = metrics.databases.clone();
     let policy_controller = policy_controller
-        .watches_shared_stream(databases_for_policies.map(|change| change.object), |db| {
-            policy_of_database(&db)
-        })
+        .watches_shared_stream(
+            databases_for_policies
+                .inspect(move |change| forget_deleted_database(&database_gauges, change))
+                .map(|change| change.object),
+            |db| policy_of_database(&db),
+        )
         .graceful_shutdown_on(shutdown.clone())
         .run(
             backup_policy::reconcile,
@@ -440,6 +444,21 @@ fn apps_using_database(
         })
         .map(|app| ObjectRef::new(&app.name_any()).within(&namespace))
         .collect()
+}
+
+/// A deleted database takes its metric series with it. Without the Azure side an AppDatabase
+/// carries no finalizer, so its own controller never sees the deletion.
+fn forget_deleted_database(
+    gauges: &crate::metrics::DatabaseGauges,
+    change: &resource_watch::Change<DeserializeGuard<AppDatabase>>,
+) {
+    if change.deleted {
+        let meta = change.object.meta();
+        gauges.forget(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        );
+    }
 }
 
 fn policy_of_database(
