@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::cpu::CpuSplit;
 use crate::observe::Observer;
 use crate::operator::{OperatorCommand, OperatorProcess, OperatorSettings};
 use crate::workload::{self, Workload};
@@ -53,6 +54,8 @@ pub struct BenchReport {
     pub children: usize,
     /// (operator, floor) convergence times of each round.
     pub rounds: Vec<(Duration, Duration)>,
+    /// (operator, floor) CPU seconds each process spent while converging, per round.
+    pub round_cpu: Vec<(CpuSplit, CpuSplit)>,
     pub floor_children: usize,
     pub converge_cpu: Option<f64>,
     pub rss_idle: Option<u64>,
@@ -142,6 +145,7 @@ struct Round {
     expected: std::collections::BTreeSet<(String, String)>,
     elapsed: Duration,
     cpu: Option<f64>,
+    machine_cpu: CpuSplit,
     writes: BTreeMap<String, usize>,
 }
 
@@ -162,6 +166,7 @@ async fn converge_round(
     operator.wait_http(Duration::from_secs(60)).await?;
     tokio::time::sleep(SETTLE).await;
     let cpu_before = operator.cpu_seconds();
+    let machine_before = CpuSplit::now(Some(operator.pid));
     let offset = crate::audit::offset(audit_log);
     let start = Instant::now();
     let created = workload::create(client, &ns, &load).await?;
@@ -169,6 +174,7 @@ async fn converge_round(
     let elapsed = observer
         .wait_converged(opts.n, &expected, start, opts.timeout)
         .await?;
+    let machine_cpu = CpuSplit::now(Some(operator.pid)) - machine_before;
     let cpu = cpu_before
         .zip(operator.cpu_seconds())
         .map(|(before, after)| after - before);
@@ -183,6 +189,7 @@ async fn converge_round(
         expected,
         elapsed,
         cpu,
+        machine_cpu,
         writes,
     })
 }
@@ -190,7 +197,8 @@ async fn converge_round(
 /// The floor of a round: in a fresh namespace no operator watches, the same CRs and exactly the
 /// children the operator would render, applied by a plain client. Timed like the operator's
 /// run — until a watch has seen every child — with the same watches open, so both sides carry
-/// the same observation load. Returns the time and the number of children applied.
+/// the same observation load. Returns the time, the CPU seconds spent and the number of children
+/// applied.
 async fn floor_round(
     env: &TestEnv,
     opts: &BenchOptions,
@@ -198,16 +206,17 @@ async fn floor_round(
     kinds: &BTreeMap<(String, String), kube::core::ApiResource>,
     render_config: &homelab_render::OperatorConfig,
     round: &Round,
-) -> Result<(Duration, usize)> {
+) -> Result<(Duration, CpuSplit, usize)> {
     let ns = env.namespace("bench-floor").await?;
     let observer = Observer::start(client, &ns, kinds);
     tokio::time::sleep(SETTLE).await;
+    let machine_before = CpuSplit::now(None);
     let start = Instant::now();
     let (_, applied) = workload::floor(client, &ns, &round.load, render_config, kinds).await?;
     let elapsed = observer
         .wait_children(&round.expected, start, opts.timeout)
         .await?;
-    Ok((elapsed, applied))
+    Ok((elapsed, CpuSplit::now(None) - machine_before, applied))
 }
 
 /// The median (the mean of the middle two for an even count).
@@ -289,17 +298,21 @@ pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
     report.converge_writes = Some(first.writes.clone());
     report.converge_cpu = first.cpu;
     report.rss_n = first.operator.peak_rss();
-    let (floor, applied) = floor_round(env, opts, &client, &kinds, &render_config, &first).await?;
+    let (floor, floor_cpu, applied) =
+        floor_round(env, opts, &client, &kinds, &render_config, &first).await?;
     report.floor_children = applied;
     report.rounds.push((first.elapsed, floor));
+    report.round_cpu.push((first.machine_cpu, floor_cpu));
     for round in 2..=opts.rounds.max(1) {
         let tag = format!("converge-{round}");
         let other =
             converge_round(env, opts, &client, &kinds, &render_config, &audit_log, &tag).await?;
         let elapsed = other.elapsed;
-        let (floor, _) = floor_round(env, opts, &client, &kinds, &render_config, &other).await?;
+        let (floor, floor_cpu, _) =
+            floor_round(env, opts, &client, &kinds, &render_config, &other).await?;
         other.operator.stop().await?;
         report.rounds.push((elapsed, floor));
+        report.round_cpu.push((other.machine_cpu, floor_cpu));
     }
     let Round {
         ns,

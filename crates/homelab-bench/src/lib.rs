@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod bench;
 pub mod chaos;
+pub mod cpu;
 pub mod emulators;
 pub mod machine;
 pub mod observe;

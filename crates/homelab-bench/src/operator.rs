@@ -123,13 +123,7 @@ impl OperatorProcess {
 
     /// CPU seconds (user + system) spent so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        Some((utime + stime) / clock_ticks())
+        crate::cpu::of_process(&self.pid.to_string())
     }
 
     /// The `/metrics` text, if the endpoint answers.
@@ -236,17 +230,6 @@ fn signal(pid: u32, sig: &str) {
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .status();
-}
-
-fn clock_ticks() -> f64 {
-    // _SC_CLK_TCK is 100 on every Linux this runs on; `getconf` confirms when available.
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {

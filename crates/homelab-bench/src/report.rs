@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::bench::BenchReport;
+use crate::cpu::CpuSplit;
 
 fn secs(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.2} s", d.as_secs_f64()))
@@ -31,6 +32,16 @@ fn verdict(ok: Option<bool>) -> &'static str {
         Some(false) => "NOT met",
         None => "–",
     }
+}
+
+/// The CPU seconds of the operator runs and of the floors, summed over the rounds.
+fn cpu_sums(r: &BenchReport) -> Option<(CpuSplit, CpuSplit)> {
+    (!r.round_cpu.is_empty()).then(|| {
+        r.round_cpu.iter().fold(
+            (CpuSplit::default(), CpuSplit::default()),
+            |(a, b), (o, f)| (a + *o, b + *f),
+        )
+    })
 }
 
 /// A Markdown table of the benchmark figures (readable as plain text too).
@@ -79,6 +90,42 @@ pub fn bench_table(r: &BenchReport) -> String {
         num(r.ratio(), 2),
         &format!("≤ 1.5: {}", verdict(r.ratio().map(|x| x <= 1.5))),
     );
+    if let Some((operator, floor)) = cpu_sums(r) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let (operator_time, floor_time) = r.rounds.iter().fold((0.0, 0.0), |(a, b), (o, f)| {
+            (a + o.as_secs_f64(), b + f.as_secs_f64())
+        });
+        row(
+            &mut s,
+            "CPU seconds of the whole machine while converging, sum of the rounds: operator run ÷ floor (share of the cores busy)",
+            format!(
+                "{:.1} ÷ {:.1} = {:.2} ({:.0} % ÷ {:.0} %)",
+                operator.total(),
+                floor.total(),
+                operator.total() / floor.total(),
+                100.0 * operator.total() / (cores * operator_time),
+                100.0 * floor.total() / (cores * floor_time),
+            ),
+            "",
+        );
+        row(
+            &mut s,
+            "of which, operator run ÷ floor",
+            format!(
+                "kube-apiserver {:.1} ÷ {:.1}, etcd {:.1} ÷ {:.1}, kube-controller-manager {:.1} ÷ {:.1}, bench client and watches {:.1} ÷ {:.1}, operator {:.1}",
+                operator.apiserver,
+                floor.apiserver,
+                operator.etcd,
+                floor.etcd,
+                operator.controller_manager,
+                floor.controller_manager,
+                operator.bench,
+                floor.bench,
+                operator.operator,
+            ),
+            "",
+        );
+    }
     row(
         &mut s,
         "write requests until converged (creates of the CRs included)",

@@ -407,7 +407,10 @@ async fn deletion_case(policy: &str) -> bool {
     })
     .await;
     assert!(
-        !reconciled.finalizers().iter().any(|f| f == naming::FINALIZER),
+        !reconciled
+            .finalizers()
+            .iter()
+            .any(|f| f == naming::FINALIZER),
         "an AppDatabase without the Azure side needs no finalizer: {:?}",
         reconciled.finalizers()
     );
