@@ -93,7 +93,11 @@ fn run(config: RunConfig) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
+        let client = match kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig)
+            .and_then(homelab_operator::kubernetes::client::build)
+        {
             Ok(client) => client,
             Err(err) => {
                 tracing::error!(error = %err, "cannot build a Kubernetes client: check KUBECONFIG or the pod's ServiceAccount");

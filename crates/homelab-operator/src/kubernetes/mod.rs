@@ -3,6 +3,7 @@
 
 pub mod capabilities;
 pub mod children;
+pub mod client;
 pub mod diff;
 pub mod events;
 pub mod resource_watch;
