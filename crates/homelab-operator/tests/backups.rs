@@ -588,6 +588,36 @@ async fn stale_backups_and_archiving_flip_backup_ready_on_time() {
         .await;
     assert_eq!(metric as i64, last_backup.as_second());
     wait_event(&client, &ns, "BackupStale").await;
+
+    // A deleted database takes its series with it (here without a finalizer: no Azure side).
+    databases
+        .delete("aging", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the deleted database's series to go", WAIT, || {
+        let operator = &operator;
+        async move {
+            let left = operator
+                .metric(
+                    "homelab_backup_last_success_timestamp_seconds",
+                    "database=\"aging\"",
+                )
+                .await;
+            (left == 0.0).then_some(())
+        }
+    })
+    .await;
+    let other = operator
+        .metric(
+            "homelab_wal_last_archived_timestamp_seconds",
+            "database=\"archiving\"",
+        )
+        .await;
+    assert_eq!(
+        other as i64,
+        failing_since.as_second(),
+        "the other database keeps its series"
+    );
     operator.stop().await;
 }
 
