@@ -3,9 +3,9 @@
 //! it, as client-go does. Every request and watch is then a stream on one TLS connection, instead
 //! of each request in flight holding a pooled HTTP/1.1 connection with its own TLS session and
 //! buffers: a burst of applies opens no new connections, and memory does not grow with it.
-//! The watches hold one stream each for good (one per watched kind, about twenty), far below
-//! the streams kube-apiserver allows per connection (`--http2-max-streams-per-connection`, 1000
-//! by default), so requests never queue behind them.
+//! The watches hold one stream each for good (one per watched kind, at most sixteen), well
+//! below the streams kube-apiserver allows per connection (`--http2-max-streams-per-connection`,
+//! 100 when unset); a request beyond that limit waits for a stream instead of failing.
 
 use std::time::Duration;
 
