@@ -208,12 +208,17 @@ impl TestEnv {
     /// A new client that authenticates with `token` instead of the admin token, for example a
     /// service-account token, to test what RBAC lets it do.
     pub async fn token_client(&self, token: &str) -> Result<kube::Client, Error> {
+        client_from(&self.token_config(token))
+    }
+
+    /// The client configuration that authenticates with `token` instead of the admin token.
+    pub fn token_config(&self, token: &str) -> kube::Config {
         let mut config = self.config.clone();
         config.auth_info = kube::config::AuthInfo {
             token: Some(SecretString::from(token.to_owned())),
             ..Default::default()
         };
-        client_from(&config)
+        config
     }
 
     /// Creates ServiceAccount `namespace/name` if missing and returns a client that authenticates
@@ -223,6 +228,16 @@ impl TestEnv {
         namespace: &str,
         name: &str,
     ) -> Result<kube::Client, Error> {
+        client_from(&self.service_account_config(namespace, name).await?)
+    }
+
+    /// Like [`Self::service_account_client`], the configuration instead of a client, for a
+    /// caller that builds its own client stack.
+    pub async fn service_account_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Config, Error> {
         let api: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
         let account = ServiceAccount {
             metadata: ObjectMeta {
@@ -257,7 +272,7 @@ impl TestEnv {
             .status
             .and_then(|s| s.token)
             .unwrap_or_default();
-        self.token_client(&token).await
+        Ok(self.token_config(&token))
     }
 
     /// Creates a namespace named `<prefix>-<5 random characters>` and returns its name. Use one per

@@ -320,9 +320,12 @@ pub async fn operator_client(env: &TestEnv) -> Client {
         }
     })
     .await;
-    env.service_account_client(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+    let config = env
+        .service_account_config(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
         .await
-        .expect("operator ServiceAccount client")
+        .expect("operator ServiceAccount token");
+    // The binary's own client stack (HTTP/2), so the controllers run as in production.
+    homelab_operator::kubernetes::client::build(config).expect("operator client")
 }
 
 /// Grants the operator's ServiceAccount its leader-election Role in `namespace`.
