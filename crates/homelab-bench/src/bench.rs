@@ -144,7 +144,6 @@ struct Round {
     created: workload::Created,
     expected: std::collections::BTreeSet<(String, String)>,
     elapsed: Duration,
-    cpu: Option<f64>,
     machine_cpu: CpuSplit,
     writes: BTreeMap<String, usize>,
 }
@@ -165,7 +164,6 @@ async fn converge_round(
         OperatorProcess::spawn(&opts.operator, &settings(&ns, env, opts, 3600, tag)).await?;
     operator.wait_http(Duration::from_secs(60)).await?;
     tokio::time::sleep(SETTLE).await;
-    let cpu_before = operator.cpu_seconds();
     let machine_before = CpuSplit::now(Some(operator.pid));
     let offset = crate::audit::offset(audit_log);
     let start = Instant::now();
@@ -175,9 +173,6 @@ async fn converge_round(
         .wait_converged(opts.n, &expected, start, opts.timeout)
         .await?;
     let machine_cpu = CpuSplit::now(Some(operator.pid)) - machine_before;
-    let cpu = cpu_before
-        .zip(operator.cpu_seconds())
-        .map(|(before, after)| after - before);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let writes = crate::audit::writes(audit_log, offset, &ns);
     Ok(Round {
@@ -188,7 +183,6 @@ async fn converge_round(
         created,
         expected,
         elapsed,
-        cpu,
         machine_cpu,
         writes,
     })
@@ -296,7 +290,7 @@ pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
     .await?;
     report.children = first.expected.len();
     report.converge_writes = Some(first.writes.clone());
-    report.converge_cpu = first.cpu;
+    report.converge_cpu = Some(first.machine_cpu.operator);
     report.rss_n = first.operator.peak_rss();
     let (floor, floor_cpu, applied) =
         floor_round(env, opts, &client, &kinds, &render_config, &first).await?;
