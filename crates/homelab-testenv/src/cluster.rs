@@ -46,6 +46,17 @@ rules:
 - level: None
 ";
 
+/// Controllers added for a control plane with a node: what turns Deployments, StatefulSets,
+/// Jobs, Services and PersistentVolumeClaims into pods, endpoints and bound volumes, and the node
+/// lifecycle controller, which lifts the `not-ready` taint the kubelet registers the node with.
+pub const NODE_CONTROLLERS: &str = "deployment,replicaset,statefulset,daemonset,job,cronjob,\
+endpoint,endpointslice,endpointslicemirroring,persistentvolume-binder,pv-protection,\
+pvc-protection,disruption,podgc,ttl-after-finished,root-ca-cert-publisher,ephemeral-volume,\
+nodelifecycle";
+
+/// kube-apiserver's port on the node's address, when the control plane serves a node.
+pub const NODE_APISERVER_PORT: u16 = 6443;
+
 /// What to start and install.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -53,6 +64,14 @@ pub struct Settings {
     pub binaries: Binaries,
     /// Directories whose `*.yaml` CRDs are installed, in order.
     pub crd_dirs: Vec<PathBuf>,
+    /// Serve a node ([`crate::node`]): kube-apiserver listens on the node's address (which the
+    /// network guard must have configured) instead of loopback, with the Node authorizer, the
+    /// node's Service range and the node components' identities, and kube-controller-manager
+    /// also runs [`NODE_CONTROLLERS`].
+    pub serve_node: bool,
+    /// API groups whose CRDs are not installed from [`Settings::crd_dirs`] (for example because
+    /// the operator of that group installs its own version).
+    pub skip_crd_groups: Vec<String>,
 }
 
 impl Settings {
@@ -67,6 +86,8 @@ impl Settings {
         Ok(Self {
             binaries: Binaries::locate().await?,
             crd_dirs: vec![upstream, repo_root().join("crds")],
+            serve_node: false,
+            skip_crd_groups: Vec::new(),
         })
     }
 }
@@ -211,6 +232,7 @@ pub struct ControlPlane {
     apiserver_url: String,
     timings: Timings,
     crd_count: usize,
+    node_join: Option<NodeFiles>,
     dir: RunDir,
 }
 
@@ -221,9 +243,13 @@ impl ControlPlane {
         for dir in &settings.crd_dirs {
             crd_manifests.extend(crds::load_dir(dir)?);
         }
+        crd_manifests.retain(|crd| {
+            let group = crd.body["spec"]["group"].as_str().unwrap_or_default();
+            !settings.skip_crd_groups.iter().any(|skip| skip == group)
+        });
         let mut attempt = 1;
         loop {
-            match Self::start_once(&settings.binaries, &crd_manifests).await {
+            match Self::start_once(settings, &crd_manifests).await {
                 Err(Error::Exited { ref log_tail, .. })
                     if attempt < START_ATTEMPTS && log_tail.contains("address already in use") =>
                 {
@@ -235,12 +261,13 @@ impl ControlPlane {
         }
     }
 
-    async fn start_once(binaries: &Binaries, crd_manifests: &[CrdManifest]) -> Result<Self, Error> {
+    async fn start_once(settings: &Settings, crd_manifests: &[CrdManifest]) -> Result<Self, Error> {
+        let binaries = &settings.binaries;
         let started = Instant::now();
         let mut dir = RunDir::create()?;
         // Until everything is up, an early return leaves the logs behind for the error message.
         dir.keep(true);
-        let files = Files::write(dir.path())?;
+        let files = Files::write(dir.path(), settings.serve_node)?;
 
         let etcd_port = free_port()?;
         let etcd_peer_port = free_port()?;
@@ -254,13 +281,20 @@ impl ControlPlane {
         wait_for_port(&etcd_process, etcd_port, ETCD_TIMEOUT).await?;
         let etcd_ready = Instant::now();
 
-        let apiserver_port = free_port()?;
-        let apiserver_url = format!("https://127.0.0.1:{apiserver_port}");
-        files.write_kubeconfig(apiserver_port)?;
+        let (apiserver_host, apiserver_port) = if settings.serve_node {
+            (
+                crate::node::network::NODE_IP.to_string(),
+                NODE_APISERVER_PORT,
+            )
+        } else {
+            ("127.0.0.1".to_owned(), free_port()?)
+        };
+        let apiserver_url = format!("https://{apiserver_host}:{apiserver_port}");
+        files.write_kubeconfigs(&apiserver_url)?;
         let apiserver = Supervised::new(
             "kube-apiserver",
             binaries.path("kube-apiserver"),
-            apiserver_args(&files, etcd_port, apiserver_port),
+            apiserver_args(&files, etcd_port, &apiserver_host, apiserver_port),
             dir.path().join("kube-apiserver.log"),
         );
         let apiserver_process = apiserver.spawn().await?;
@@ -272,7 +306,7 @@ impl ControlPlane {
         let controller_manager = Supervised::new(
             "kube-controller-manager",
             binaries.path("kube-controller-manager"),
-            controller_manager_args(&files),
+            controller_manager_args(&files, settings.serve_node),
             dir.path().join("kube-controller-manager.log"),
         );
         let controller_manager_process = controller_manager.spawn().await?;
@@ -303,7 +337,23 @@ impl ControlPlane {
             apiserver_url,
             timings,
             crd_count: crd_manifests.len(),
+            node_join: files.node_join.clone(),
             dir,
+        })
+    }
+
+    /// What a node needs to join this control plane; `None` unless it was started with
+    /// [`Settings::serve_node`].
+    pub fn node_join(&self) -> Option<crate::node::Join> {
+        let join = self.node_join.as_ref()?;
+        Some(crate::node::Join {
+            server: self.apiserver_url.clone(),
+            ca_file: join.ca_file.clone(),
+            kubelet_kubeconfig: join.kubelet_kubeconfig.clone(),
+            proxy_kubeconfig: join.proxy_kubeconfig.clone(),
+            scheduler_kubeconfig: join.scheduler_kubeconfig.clone(),
+            dns_kubeconfig: self.kubeconfig_path.clone(),
+            admin: self.config.clone(),
         })
     }
 
@@ -486,19 +536,69 @@ struct Files {
     audit_log: PathBuf,
     kubeconfig: PathBuf,
     admin_token: String,
+    node_join: Option<NodeFiles>,
+}
+
+/// The node components' identities: a static token each.
+#[derive(Debug, Clone)]
+struct NodeFiles {
+    ca_file: PathBuf,
+    kubelet_client_cert: PathBuf,
+    kubelet_client_key: PathBuf,
+    kubelet_kubeconfig: PathBuf,
+    proxy_kubeconfig: PathBuf,
+    scheduler_kubeconfig: PathBuf,
+    /// `(token, user, groups)` of each component.
+    tokens: Vec<(String, String, String)>,
 }
 
 impl Files {
-    fn write(dir: &Path) -> Result<Self, Error> {
+    fn write(dir: &Path, serve_node: bool) -> Result<Self, Error> {
         let ca = TestCa::generate("homelab-testenv-ca")?;
-        let serving = ca.issue_server(&[
+        let node_ip = crate::node::network::NODE_IP.to_string();
+        let service_ip = crate::node::network::KUBERNETES_SERVICE_IP.to_string();
+        let mut names = vec![
             "127.0.0.1",
             "localhost",
             "kubernetes",
             "kubernetes.default",
             "kubernetes.default.svc",
-        ])?;
+            "kubernetes.default.svc.cluster.local",
+        ];
+        if serve_node {
+            names.extend([node_ip.as_str(), service_ip.as_str()]);
+        }
+        let serving = ca.issue_server(&names)?;
         let admin_token = random_token();
+        let node_join = if serve_node {
+            let client = ca.issue_client("kube-apiserver-kubelet-client")?;
+            let files = NodeFiles {
+                ca_file: dir.join("ca.crt"),
+                kubelet_client_cert: dir.join("kubelet-client.crt"),
+                kubelet_client_key: dir.join("kubelet-client.key"),
+                kubelet_kubeconfig: dir.join("kubelet.kubeconfig"),
+                proxy_kubeconfig: dir.join("kube-proxy.kubeconfig"),
+                scheduler_kubeconfig: dir.join("kube-scheduler.kubeconfig"),
+                tokens: vec![
+                    (
+                        random_token(),
+                        format!("system:node:{}", crate::node::config::NODE_NAME),
+                        "system:nodes".into(),
+                    ),
+                    (random_token(), "system:kube-proxy".into(), String::new()),
+                    (
+                        random_token(),
+                        "system:kube-scheduler".into(),
+                        String::new(),
+                    ),
+                ],
+            };
+            write(&files.kubelet_client_cert, &client.cert_pem)?;
+            write(&files.kubelet_client_key, &client.key_pem)?;
+            Some(files)
+        } else {
+            None
+        };
         let files = Self {
             dir: dir.to_owned(),
             ca_cert: dir.join("ca.crt"),
@@ -511,6 +611,7 @@ impl Files {
             audit_log: dir.join("audit.log"),
             kubeconfig: dir.join("admin.kubeconfig"),
             admin_token,
+            node_join,
         };
         write(&files.ca_cert, ca.cert_pem())?;
         write(&files.serving_cert, &serving.cert_pem)?;
@@ -518,25 +619,39 @@ impl Files {
         let (private_key, public_key) = pki::key_pair_pem()?;
         write(&files.service_account_key, &private_key)?;
         write(&files.service_account_public_key, &public_key)?;
-        write(
-            &files.tokens,
-            &format!(
-                "{},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n",
-                files.admin_token
-            ),
-        )?;
+        let mut tokens = format!(
+            "{},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n",
+            files.admin_token
+        );
+        for (token, user, groups) in files.node_join.iter().flat_map(|n| &n.tokens) {
+            let _ = writeln!(tokens, "{token},{user},{user},\"{groups}\"");
+        }
+        write(&files.tokens, &tokens)?;
         write(&files.audit_policy, AUDIT_POLICY)?;
         Ok(files)
     }
 
-    fn write_kubeconfig(&self, apiserver_port: u16) -> Result<(), Error> {
+    fn write_kubeconfigs(&self, server: &str) -> Result<(), Error> {
+        if let Some(node) = &self.node_join {
+            let paths = [
+                &node.kubelet_kubeconfig,
+                &node.proxy_kubeconfig,
+                &node.scheduler_kubeconfig,
+            ];
+            for (path, (token, user, _)) in paths.into_iter().zip(&node.tokens) {
+                write(
+                    path,
+                    &crate::node::config::token_kubeconfig(server, &self.ca_cert, user, token),
+                )?;
+            }
+        }
         let kubeconfig = format!(
             "apiVersion: v1
 kind: Config
 clusters:
 - name: homelab-testenv
   cluster:
-    server: https://127.0.0.1:{apiserver_port}
+    server: {server}
     certificate-authority: {ca}
 users:
 - name: {ADMIN_USER}
@@ -586,18 +701,17 @@ fn etcd_args(dir: &Path, port: u16, peer_port: u16) -> Vec<String> {
     ]
 }
 
-fn apiserver_args(files: &Files, etcd_port: u16, port: u16) -> Vec<String> {
+fn apiserver_args(files: &Files, etcd_port: u16, host: &str, port: u16) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
-    vec![
-        "--advertise-address=127.0.0.1".into(),
-        "--bind-address=127.0.0.1".into(),
+    let mut args: Vec<String> = vec![
+        format!("--advertise-address={host}"),
+        format!("--bind-address={host}"),
         format!("--secure-port={port}"),
         format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
         format!("--cert-dir={}", path(&files.dir.join("apiserver-certs"))),
         format!("--tls-cert-file={}", path(&files.serving_cert)),
         format!("--tls-private-key-file={}", path(&files.serving_key)),
         format!("--token-auth-file={}", path(&files.tokens)),
-        "--authorization-mode=RBAC".into(),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!(
             "--service-account-key-file={}",
@@ -607,19 +721,47 @@ fn apiserver_args(files: &Files, etcd_port: u16, port: u16) -> Vec<String> {
             "--service-account-signing-key-file={}",
             path(&files.service_account_key)
         ),
-        "--service-cluster-ip-range=10.0.0.0/16".into(),
         "--allow-privileged=true".into(),
         format!("--audit-policy-file={}", path(&files.audit_policy)),
         format!("--audit-log-path={}", path(&files.audit_log)),
         "--v=1".into(),
-    ]
+    ];
+    match &files.node_join {
+        None => args.extend([
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.0.0.0/16".into(),
+        ]),
+        Some(node) => args.extend([
+            "--authorization-mode=Node,RBAC".into(),
+            format!(
+                "--service-cluster-ip-range={}",
+                crate::node::network::SERVICE_CIDR
+            ),
+            format!(
+                "--kubelet-client-certificate={}",
+                path(&node.kubelet_client_cert)
+            ),
+            format!("--kubelet-client-key={}", path(&node.kubelet_client_key)),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            // Webhooks and aggregated APIs are called at a pod's address: the Service range is
+            // a blackhole on this machine (the network guard), so a ClusterIP cannot be dialled
+            // from the host.
+            "--enable-aggregator-routing=true".into(),
+        ]),
+    }
+    args
 }
 
-fn controller_manager_args(files: &Files) -> Vec<String> {
+fn controller_manager_args(files: &Files, serve_node: bool) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
+    let controllers = if serve_node {
+        format!("{CONTROLLERS},{NODE_CONTROLLERS}")
+    } else {
+        CONTROLLERS.to_owned()
+    };
     vec![
         format!("--kubeconfig={}", path(&files.kubeconfig)),
-        format!("--controllers={CONTROLLERS}"),
+        format!("--controllers={controllers}"),
         "--use-service-account-credentials=false".into(),
         "--leader-elect=false".into(),
         // No metrics or health endpoint: several control planes may run side by side.

@@ -97,6 +97,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Setting up, running or tearing down the test node failed.
+    #[error("test node: {what}: {reason}")]
+    Node {
+        /// The step, naming the command or file.
+        what: String,
+        /// What failed, and what to do where it is known.
+        reason: String,
+    },
+
     /// A request to the apiserver failed.
     #[error("{what}: {source}")]
     Kube {

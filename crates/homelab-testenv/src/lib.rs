@@ -32,7 +32,10 @@ pub mod azure;
 pub mod binaries;
 pub mod cluster;
 pub mod crds;
+pub mod data_plane;
 mod error;
+pub mod images;
+pub mod node;
 pub mod pki;
 pub mod process;
 
@@ -357,6 +360,11 @@ impl TestEnv {
     /// The admin client configuration, to build clients with other settings.
     pub fn config(&self) -> &kube::Config {
         &self.config
+    }
+
+    /// Names the directory of the control-plane binaries of an attached control plane.
+    pub fn set_binaries_dir(&mut self, dir: Option<PathBuf>) {
+        self.binaries_dir = dir.filter(|d| !d.as_os_str().is_empty());
     }
 
     /// The control plane this value started, or `None` when attached.

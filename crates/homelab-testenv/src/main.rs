@@ -22,10 +22,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start everything, print the kubeconfig and `export` lines, and wait for Ctrl-C.
-    Up,
+    Up {
+        /// Also start a data plane: a second control plane with a real node under it.
+        #[arg(long)]
+        data_plane: bool,
+    },
     /// Start everything, run CMD with the `export` variables set, stop everything, and exit with
     /// CMD's exit code.
     Exec {
+        /// Also start a data plane: a second control plane with a real node under it.
+        #[arg(long)]
+        data_plane: bool,
         /// The command and its arguments, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<OsString>,
@@ -37,8 +44,18 @@ type Services = Vec<Box<dyn Service>>;
 
 /// Starts every service tests may attach to. A new service (for example an emulator) is started
 /// here; its `exports` are then printed by `up` and passed to the command by `exec`.
-async fn start_services() -> Result<Services, Error> {
+async fn start_services(data_plane: bool) -> Result<Services, Error> {
     let mut services: Services = Vec::new();
+    if data_plane {
+        // First: the node's network guard must be in place before anything listens on the
+        // node's addresses.
+        let plane = homelab_testenv::data_plane::DataPlane::start().await?;
+        eprintln!(
+            "homelab-testenv: data plane ready at {}",
+            plane.env().apiserver_url()
+        );
+        services.push(Box::new(plane));
+    }
     let env = TestEnv::start().await?;
     if let Some(control_plane) = env.control_plane() {
         eprintln!(
@@ -74,7 +91,10 @@ async fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    let services = match start_services().await {
+    let data_plane = match &cli.command {
+        Command::Up { data_plane } | Command::Exec { data_plane, .. } => *data_plane,
+    };
+    let services = match start_services(data_plane).await {
         Ok(services) => services,
         Err(e) => {
             eprintln!("homelab-testenv: {e}");
@@ -82,8 +102,8 @@ async fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Up => up(&services).await,
-        Command::Exec { command } => exec(&services, &command).await,
+        Command::Up { .. } => up(&services).await,
+        Command::Exec { command, .. } => exec(&services, &command).await,
     };
     stop_services(services);
     code

@@ -92,6 +92,58 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// Issues a client certificate with common name `name` (the user name a TLS client
+    /// authenticates as).
+    pub fn issue_client(&self, name: &str) -> Result<CertifiedKey, Error> {
+        let key = KeyPair::generate().map_err(cert_error("a client key"))?;
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .map_err(cert_error("a client certificate"))?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(cert_error("a client certificate"))?;
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A self-signed certificate for `common_name` with DNS names `names`, for a server or a client,
+/// for a peer that trusts exactly this certificate.
+pub fn self_signed(common_name: &str, names: &[&str], server: bool) -> Result<CertifiedKey, Error> {
+    let key = KeyPair::generate().map_err(cert_error("a key"))?;
+    let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = CertificateParams::new(sans).map_err(cert_error("a certificate"))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let cert = params
+        .self_signed(&key)
+        .map_err(cert_error("a certificate"))?;
+    Ok(CertifiedKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// A fresh ECDSA P-256 key pair as `(PKCS#8 private key, SubjectPublicKeyInfo public key)`, both
 /// PEM (for example to sign and verify service-account tokens).
 pub fn key_pair_pem() -> Result<(String, String), Error> {

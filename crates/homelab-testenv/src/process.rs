@@ -102,6 +102,17 @@ impl ChildProcess {
         args: &[String],
         log_path: &Path,
     ) -> Result<Self, Error> {
+        Self::spawn_with_env(name, program, args, &[], log_path).await
+    }
+
+    /// Like [`ChildProcess::spawn`], with `env` added to the inherited environment.
+    pub async fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log_path: &Path,
+    ) -> Result<Self, Error> {
         let spawn_error = |reason: String| Error::Spawn {
             what: format!("{name} ({})", program.display()),
             reason,
@@ -115,6 +126,7 @@ impl ChildProcess {
         let mut command = Command::new(program);
         command
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_for_stderr);

@@ -12,11 +12,12 @@
 //! `--inMemoryPersistence`, so nothing is left on disk. Consequently a stop and start loses all
 //! containers and blobs, as if the account had been emptied.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::process::{ChildProcess, free_port, wait_for_port};
+use crate::process::{ChildProcess, free_port};
 
 use super::error::AzureEmulatorError;
 
@@ -54,12 +55,13 @@ pub fn azurite_blob_path() -> PathBuf {
         .join("node_modules/.bin/azurite-blob")
 }
 
-/// A supervised `azurite-blob` process on a fixed loopback port.
+/// A supervised `azurite-blob` process on a fixed address (loopback by default).
 #[derive(Debug)]
 pub(crate) struct Azurite {
     program: PathBuf,
     args: Vec<String>,
     log_path: PathBuf,
+    host: Ipv4Addr,
     port: u16,
     child: Mutex<Option<ChildProcess>>,
 }
@@ -71,17 +73,19 @@ impl Azurite {
         cert: &Path,
         key: &Path,
     ) -> Result<Self, AzureEmulatorError> {
-        let program = azurite_blob_path();
-        if !program.is_file() {
-            return Err(AzureEmulatorError::AzuriteMissing {
-                looked_for: program.display().to_string(),
-            });
-        }
+        let program = installed_program()?;
         // The free port may be taken by someone else before Azurite binds it: try a few.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let azurite = Self::new(program.clone(), dir, cert, key, free_port()?);
+            let azurite = Self::new(
+                program.clone(),
+                dir,
+                cert,
+                key,
+                Ipv4Addr::LOCALHOST,
+                free_port()?,
+            );
             let _ = std::fs::remove_file(&azurite.log_path);
             match azurite.start().await {
                 Ok(()) => return Ok(azurite),
@@ -93,10 +97,34 @@ impl Azurite {
         }
     }
 
-    fn new(program: PathBuf, dir: &Path, cert: &Path, key: &Path, port: u16) -> Self {
+    /// Starts Azurite listening on `host:port` with the TLS files `cert` and `key`, logging to
+    /// `dir/azurite.log`. `host` must be an address of this machine: an address that is not would
+    /// be routed out of it while waiting for the port.
+    pub(crate) async fn start_at(
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+        host: Ipv4Addr,
+        port: u16,
+    ) -> Result<Self, AzureEmulatorError> {
+        let program = installed_program()?;
+        let azurite = Self::new(program, dir, cert, key, host, port);
+        let _ = std::fs::remove_file(&azurite.log_path);
+        azurite.start().await?;
+        Ok(azurite)
+    }
+
+    fn new(
+        program: PathBuf,
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+        host: Ipv4Addr,
+        port: u16,
+    ) -> Self {
         let args = [
             "--blobHost",
-            "127.0.0.1",
+            &host.to_string(),
             "--blobPort",
             &port.to_string(),
             "--oauth",
@@ -116,6 +144,7 @@ impl Azurite {
             program,
             args,
             log_path: dir.join("azurite.log"),
+            host,
             port,
             child: Mutex::new(None),
         }
@@ -125,9 +154,12 @@ impl Azurite {
         std::fs::read_to_string(&self.log_path).is_ok_and(|log| log.contains(needle))
     }
 
-    /// `https://127.0.0.1:<port>/devstoreaccount1`, without a trailing slash.
+    /// `https://<host>:<port>/devstoreaccount1` (`:443` left out), without a trailing slash.
     pub(crate) fn blob_url(&self) -> String {
-        format!("https://127.0.0.1:{}/{ACCOUNT_NAME}", self.port)
+        match self.port {
+            443 => format!("https://{}/{ACCOUNT_NAME}", self.host),
+            port => format!("https://{}:{port}/{ACCOUNT_NAME}", self.host),
+        }
     }
 
     pub(crate) fn is_running(&self) -> bool {
@@ -143,7 +175,12 @@ impl Azurite {
         }
         let child =
             ChildProcess::spawn("azurite-blob", &self.program, &self.args, &self.log_path).await?;
-        wait_for_port(&child, self.port, START_TIMEOUT).await?;
+        wait_for_listener(
+            &child,
+            SocketAddrV4::new(self.host, self.port),
+            START_TIMEOUT,
+        )
+        .await?;
         *self.slot() = Some(child);
         Ok(())
     }
@@ -157,5 +194,41 @@ impl Azurite {
 
     fn slot(&self) -> MutexGuard<'_, Option<ChildProcess>> {
         self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `azurite-blob`, or [`AzureEmulatorError::AzuriteMissing`] naming `hack/install-azurite.sh`.
+fn installed_program() -> Result<PathBuf, AzureEmulatorError> {
+    let program = azurite_blob_path();
+    if program.is_file() {
+        Ok(program)
+    } else {
+        Err(AzureEmulatorError::AzuriteMissing {
+            looked_for: program.display().to_string(),
+        })
+    }
+}
+
+/// Waits until `process` accepts connections on `addr`, failing early if it exits.
+async fn wait_for_listener(
+    process: &ChildProcess,
+    addr: SocketAddrV4,
+    timeout: Duration,
+) -> Result<(), crate::Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = process.exit_status() {
+            return Err(process.exited_error(status));
+        }
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(
+                process.timeout_error(format!("{} to listen on {addr}", process.name()), timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

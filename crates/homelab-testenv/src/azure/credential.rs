@@ -45,12 +45,17 @@ impl EmulatorCredential {
             "nbf": now - 60,
             "exp": now + 3600,
         });
-        format!(
-            "{}.{}.",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        )
+        unsigned_jwt(&header, &claims)
     }
+}
+
+/// `base64url(header).base64url(claims).` — a JWT with an empty signature.
+pub(crate) fn unsigned_jwt(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
 }
 
 #[async_trait::async_trait]

@@ -21,6 +21,23 @@ pub enum AzureEmulatorError {
     #[error("the Key Vault emulator: {0}")]
     KeyVault(String),
 
+    /// The Entra ID token endpoint emulator could not be started.
+    #[error("the Entra ID emulator: {0}")]
+    Entra(String),
+
+    /// An address given for pod-facing emulators is not configured on this machine, so nothing
+    /// is started there (a connection to it would leave the machine).
+    #[error(
+        "{address} is not an address of this machine ({reason}): pod-facing emulators listen only \
+         on local addresses (a 127.0.0.0/8 address, or one the node's network guard put on `lo`)"
+    )]
+    NotLocal {
+        /// The address.
+        address: std::net::Ipv4Addr,
+        /// Why binding it failed.
+        reason: String,
+    },
+
     /// An attach-mode variable is set but unusable.
     #[error("{variable}={value}: {reason}")]
     Attach {

@@ -61,6 +61,9 @@ use super::error::AzureEmulatorError;
 /// The token audience Key Vault accepts, and the resource named in its challenge.
 pub const KEY_VAULT_RESOURCE: &str = "https://vault.azure.net";
 
+/// The tenant named in the challenge of [`KeyVaultEmulator::start_new`].
+const DEFAULT_CHALLENGE_TENANT: &str = "00000000-0000-0000-0000-000000000000";
+
 const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
 const RECOVERABLE_DAYS: i64 = 90;
 const DEFAULT_PAGE_SIZE: usize = 25;
@@ -114,6 +117,8 @@ struct Vault {
 #[derive(Debug)]
 struct Shared {
     base_url: String,
+    /// The `WWW-Authenticate` value of the 401 answer to an unauthenticated request.
+    challenge: HeaderValue,
     vault: Mutex<Vault>,
     fault: Mutex<Option<KeyVaultFault>>,
 }
@@ -160,17 +165,45 @@ impl KeyVaultEmulator {
         key_pem: &str,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, AzureEmulatorError> {
+        Self::start_at(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            None,
+            DEFAULT_CHALLENGE_TENANT,
+            cert_pem,
+            key_pem,
+            runtime,
+        )
+        .await
+    }
+
+    /// Binds `addr` (port 0: a free one) and starts serving HTTPS with `cert_pem`/`key_pem`.
+    /// `base_url` is the vault URL used in secret ids (`https://<bound address>` when `None`);
+    /// the 401 challenge names `https://login.microsoftonline.com/<challenge_tenant>`.
+    pub(crate) async fn start_at(
+        addr: SocketAddr,
+        base_url: Option<String>,
+        challenge_tenant: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, AzureEmulatorError> {
         let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(cert_pem, key_pem)?));
+        let challenge = HeaderValue::from_str(&format!(
+            "Bearer authorization=\"https://login.microsoftonline.com/{challenge_tenant}\", \
+             resource=\"{KEY_VAULT_RESOURCE}\""
+        ))
+        .map_err(|e| AzureEmulatorError::KeyVault(format!("the challenge header: {e}")))?;
         let listener = runtime
-            .spawn(async { TcpListener::bind(("127.0.0.1", 0)).await })
+            .spawn(async move { TcpListener::bind(addr).await })
             .await
-            .map_err(|e| AzureEmulatorError::KeyVault(format!("binding a port: {e}")))?
-            .map_err(|e| AzureEmulatorError::KeyVault(format!("binding a port: {e}")))?;
+            .map_err(|e| AzureEmulatorError::KeyVault(format!("binding {addr}: {e}")))?
+            .map_err(|e| AzureEmulatorError::KeyVault(format!("binding {addr}: {e}")))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| AzureEmulatorError::KeyVault(format!("binding a port: {e}")))?;
+            .map_err(|e| AzureEmulatorError::KeyVault(format!("binding {addr}: {e}")))?;
         let shared = Arc::new(Shared {
-            base_url: format!("https://{addr}"),
+            base_url: base_url.unwrap_or_else(|| format!("https://{addr}")),
+            challenge,
             vault: Mutex::default(),
             fault: Mutex::default(),
         });
@@ -367,7 +400,7 @@ async fn gatekeeper(State(shared): State<Arc<Shared>>, request: Request, next: N
         q.split('&')
             .any(|kv| kv.starts_with("api-version=") && kv.len() > 12)
     });
-    if let Some(response) = reject_unauthenticated(request.headers()) {
+    if let Some(response) = reject_unauthenticated(request.headers(), &shared.challenge) {
         return response;
     }
     if !has_api_version {
@@ -412,7 +445,7 @@ async fn gatekeeper(State(shared): State<Arc<Shared>>, request: Request, next: N
 }
 
 /// The 401 answer for a request Key Vault would not authenticate, if any.
-fn reject_unauthenticated(headers: &HeaderMap) -> Option<Response> {
+fn reject_unauthenticated(headers: &HeaderMap, challenge_value: &HeaderValue) -> Option<Response> {
     let challenge = || {
         let mut response = kv_error(
             StatusCode::UNAUTHORIZED,
@@ -420,13 +453,9 @@ fn reject_unauthenticated(headers: &HeaderMap) -> Option<Response> {
             "AKV10000: Request is missing a Bearer or PoP token.",
             None,
         );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(
-                "Bearer authorization=\"https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000\", \
-                 resource=\"https://vault.azure.net\"",
-            ),
-        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge_value.clone());
         response
     };
     let Some(value) = headers

@@ -20,12 +20,20 @@
 //!
 //! **Missing Azurite.** [`AzureEmulators::get_or_skip`] skips (returns `None`) when Azurite is not
 //! installed, except when `CI=true`, where a missing component fails the test.
+//!
+//! **Pod-facing emulators.** [`AzureEmulators::start_pod_facing`] starts a private set on port 443
+//! of given addresses, under the host names Azure clients insist on
+//! (`devstoreaccount1.blob.core.windows.net`, `<vault>.vault.azure.net`,
+//! `login.microsoftonline.com`), with an Entra ID token endpoint ([`EntraIdEmulator`]) for a
+//! service principal: see [`pod_facing`].
 
 mod azurite;
 mod credential;
+mod entra;
 mod error;
 mod keyvault;
 mod lowkey;
+pub mod pod_facing;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -40,9 +48,11 @@ use crate::process::RunDir;
 
 pub use azurite::{ACCOUNT_KEY, ACCOUNT_NAME, AZURITE_VERSION, azurite_blob_path};
 pub use credential::{EMULATOR_OBJECT_ID, EMULATOR_TENANT_ID, EmulatorCredential};
+pub use entra::{ENTRA_AUTHORITY_HOST, EntraIdEmulator, ServicePrincipal};
 pub use error::AzureEmulatorError;
 pub use keyvault::{KEY_VAULT_RESOURCE, KeyVaultEmulator, KeyVaultFault};
 pub use lowkey::lowkey_vault_jar;
+pub use pod_facing::{POD_FACING_PORT, PodFacing, PodFacingEndpoints};
 
 use azurite::Azurite;
 use lowkey::LowkeyVault;
@@ -84,6 +94,8 @@ enum KeyVaultBackend {
 /// Emulators started by this process. Fields drop in order: servers first, the directory last.
 #[derive(Debug)]
 struct Local {
+    /// Only in pod-facing sets; held to be stopped on drop.
+    _entra: Option<EntraIdEmulator>,
     key_vault: KeyVaultBackend,
     azurite: Azurite,
     _run_dir: RunDir,
@@ -99,6 +111,8 @@ pub struct AzureEmulators {
     /// Built at set-up, which checks the CA; see [`AzureEmulators::http_client`].
     http: reqwest::Client,
     credential: Arc<EmulatorCredential>,
+    /// Set by [`AzureEmulators::start_pod_facing`].
+    pod_facing: Option<PodFacingEndpoints>,
     local: Option<Local>,
 }
 
@@ -199,11 +213,13 @@ impl AzureEmulators {
         Ok(Self {
             blob_url: azurite.blob_url(),
             key_vault_url,
-            http: http_client(&ca_pem)?,
+            http: http_client(&ca_pem, None)?,
             ca_pem,
             ca_file,
             credential: Arc::new(EmulatorCredential::new()),
+            pod_facing: None,
             local: Some(Local {
+                _entra: None,
                 key_vault,
                 azurite,
                 _run_dir: run_dir,
@@ -260,10 +276,11 @@ impl AzureEmulators {
         Ok(Some(Self {
             blob_url: blob_url.clone(),
             key_vault_url: key_vault_url.clone(),
-            http: http_client(&ca_pem)?,
+            http: http_client(&ca_pem, None)?,
             ca_pem,
             ca_file: PathBuf::from(ca_file),
             credential: Arc::new(EmulatorCredential::new()),
+            pod_facing: None,
             local: None,
         }))
     }
@@ -277,7 +294,8 @@ impl AzureEmulators {
         ]
     }
 
-    /// The Blob service URL, `https://127.0.0.1:<port>/devstoreaccount1` (no trailing slash).
+    /// The Blob service URL, `https://127.0.0.1:<port>/devstoreaccount1` (no trailing slash);
+    /// `https://<blob ip>/devstoreaccount1` for pod-facing emulators.
     pub fn blob_service_url(&self) -> &str {
         &self.blob_url
     }
@@ -292,7 +310,8 @@ impl AzureEmulators {
         ACCOUNT_KEY
     }
 
-    /// The Key Vault URL, `https://127.0.0.1:<port>`.
+    /// The Key Vault URL, `https://127.0.0.1:<port>`; `https://<vault ip>` for pod-facing
+    /// emulators (whose secret ids name `https://<vault>.vault.azure.net`).
     pub fn key_vault_url(&self) -> &str {
         &self.key_vault_url
     }
@@ -312,14 +331,16 @@ impl AzureEmulators {
         self.credential.clone()
     }
 
-    /// A new HTTP client trusting the emulators' CA (HTTP/1.1, bounded timeouts).
+    /// A new HTTP client trusting the emulators' CA (HTTP/1.1, bounded timeouts). For pod-facing
+    /// emulators it also maps their Azure host names to their addresses
+    /// ([`PodFacingEndpoints::resolve`]).
     ///
     /// New on every call because a client's pooled connections belong to the runtime that opened
     /// them, and every `#[tokio::test]` has its own runtime: a client shared between tests fails
     /// with "runtime dropped the dispatch task" once the test that opened a connection has ended.
     pub fn http_client(&self) -> reqwest::Client {
         // Building succeeded with the same CA when these emulators were set up.
-        http_client(&self.ca_pem).unwrap_or_else(|_| self.http.clone())
+        http_client(&self.ca_pem, self.pod_facing.as_ref()).unwrap_or_else(|_| self.http.clone())
     }
 
     /// SDK client options for the emulators: a new trusting HTTP client as transport, and retries
@@ -417,12 +438,19 @@ fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
-fn http_client(ca_pem: &str) -> Result<reqwest::Client, AzureEmulatorError> {
+fn http_client(
+    ca_pem: &str,
+    pod_facing: Option<&PodFacingEndpoints>,
+) -> Result<reqwest::Client, AzureEmulatorError> {
     let client_error = |e: reqwest::Error| {
         AzureEmulatorError::KeyVault(format!("building an HTTP client trusting the test CA: {e}"))
     };
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(client_error)?;
-    reqwest::Client::builder()
+    let builder = match pod_facing {
+        Some(endpoints) => endpoints.resolve(reqwest::Client::builder()),
+        None => reqwest::Client::builder(),
+    };
+    builder
         .tls_certs_only([ca])
         .http1_only()
         .connect_timeout(Duration::from_secs(5))
