@@ -181,9 +181,33 @@ pub struct AzureBlobStorage {
     #[schemars(length(max = 2048), pattern(r"^https?://[^\s/]+(/[^\s]*)?$"))]
     pub endpoint: Option<String>,
 
+    /// A Secret in each database's namespace holding the CA bundle (PEM) that signed the Blob
+    /// endpoint's certificate, for storage behind a private CA (a private endpoint behind a
+    /// TLS-inspecting proxy, Azure Stack Hub, an emulator). The Barman Cloud Plugin gives it to
+    /// barman-cloud as `endpointCA`. Unset, the system's trusted roots are used.
+    #[serde(rename = "endpointCA", default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ca: Option<EndpointCa>,
+
     /// How backups authenticate to the storage account.
     #[serde(default)]
     pub credentials: AzureCredentials,
+}
+
+/// A key of a Secret that holds a PEM CA bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointCa {
+    /// The Secret's name, in the database's namespace.
+    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    /// The key holding the bundle.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_owned()
 }
 
 fn default_container_template() -> String {

@@ -83,6 +83,9 @@ pub(super) fn object_store(
         "destinationPath": destination_path(policy, container),
         "azureCredentials": credentials,
     });
+    if let Some(ca) = &spec.storage.azure.endpoint_ca {
+        configuration["endpointCA"] = json!({ "name": ca.name, "key": ca.key });
+    }
     if let Some(wal) = wal_compression(spec.wal_compression) {
         configuration["wal"] = json!({ "compression": wal });
     }
@@ -144,6 +147,26 @@ mod tests {
             })
         );
         assert!(spec(&store)["configuration"].get("serverName").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_private_ca_for_the_endpoint_reaches_the_plugin() -> Result<(), RenderError> {
+        let policy = policy(
+            r#"
+storage:
+  azure:
+    storageAccount: homelabbackups
+    endpointCA: {name: blob-ca}
+"#,
+        );
+        let store = render(&policy, Ownership::DataBearing { owned: false })?;
+        assert_eq!(
+            spec(&store)["configuration"]["endpointCA"],
+            json!({"name": "blob-ca", "key": "ca.crt"})
+        );
+        let without = render(&daily(), Ownership::DataBearing { owned: false })?;
+        assert!(spec(&without)["configuration"].get("endpointCA").is_none());
         Ok(())
     }
 
