@@ -185,7 +185,11 @@ pub struct AzureBlobStorage {
     /// endpoint's certificate, for storage behind a private CA (a private endpoint behind a
     /// TLS-inspecting proxy, Azure Stack Hub, an emulator). The Barman Cloud Plugin gives it to
     /// barman-cloud as `endpointCA`. Unset, the system's trusted roots are used.
-    #[serde(rename = "endpointCA", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "endpointCA",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub endpoint_ca: Option<EndpointCa>,
 
     /// How backups authenticate to the storage account.
@@ -198,7 +202,10 @@ pub struct AzureBlobStorage {
 #[serde(rename_all = "camelCase")]
 pub struct EndpointCa {
     /// The Secret's name, in the database's namespace.
-    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// The key holding the bundle.
     #[serde(default = "default_ca_key")]

@@ -77,6 +77,8 @@ impl TestCa {
             names.first().copied().unwrap_or("server"),
         );
         params.is_ca = IsCa::ExplicitNoCa;
+        // Python 3.13's strict verification (barman-cloud's) refuses a leaf without it.
+        params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -101,6 +103,8 @@ impl TestCa {
             .map_err(cert_error("a client certificate"))?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::ExplicitNoCa;
+        // Python 3.13's strict verification (barman-cloud's) refuses a leaf without it.
+        params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,

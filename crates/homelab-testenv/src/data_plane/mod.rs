@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::OnceCell;
 
 pub mod components;
+pub mod operator;
 
 use crate::azure::{AzureEmulators, PodFacing};
 use crate::images::{self, Images};
@@ -26,6 +27,8 @@ pub const VAULT_NAME: &str = "homelab-testenv";
 pub const KUBECONFIG_ENV: &str = "HOMELAB_DATA_PLANE_KUBECONFIG";
 /// Directory of the control-plane binaries (and `kubectl`) of that data plane.
 pub const BIN_DIR_ENV: &str = "HOMELAB_DATA_PLANE_BIN_DIR";
+/// PEM file of the CA that signed the pod-facing Azure emulators' certificates.
+pub const AZURE_CA_ENV: &str = "HOMELAB_DATA_PLANE_AZURE_CA";
 
 static SHARED: OnceCell<Result<DataPlane, Error>> = OnceCell::const_new();
 
@@ -37,6 +40,7 @@ pub struct DataPlane {
     node: Option<Node>,
     azure: Option<AzureEmulators>,
     images: Images,
+    operator_image: Option<String>,
     env: TestEnv,
     _guard: GuardHandle,
 }
@@ -76,6 +80,7 @@ impl DataPlane {
                     node: None,
                     azure: None,
                     images: Images::default(),
+                    operator_image: None,
                     env,
                     _guard: GuardHandle::default(),
                 })
@@ -148,6 +153,10 @@ impl DataPlane {
         components::install_cloudnative_pg(&env, &artifacts, &work).await?;
         components::install_external_secrets(&env, &artifacts, &work, &endpoints, azure.ca_pem())
             .await?;
+        let operator_image = images.reference("homelab-operator").map(str::to_owned);
+        if let Some(image) = &operator_image {
+            operator::install(&env, &work, image, &endpoints, azure.ca_pem()).await?;
+        }
         tracing::info!(
             "data plane ready in {:.1}s (node {}, CloudNativePG, plugin and ESO {:.1}s)",
             started.elapsed().as_secs_f64(),
@@ -158,14 +167,39 @@ impl DataPlane {
             node: Some(node),
             azure: Some(azure),
             images,
+            operator_image,
             env,
             _guard: guard,
         })
     }
 
+    /// The image of the operator running in the cluster; `None` when no operator binary was
+    /// given (`HOMELAB_OPERATOR_BINARY`) or when attached.
+    pub fn operator_image(&self) -> Option<&str> {
+        self.operator_image.as_deref()
+    }
+
     /// The images the node holds.
     pub fn images(&self) -> &Images {
         &self.images
+    }
+
+    /// The PEM of the CA the pod-facing Azure emulators' certificates chain to: from the
+    /// emulators this process started, or from [`AZURE_CA_ENV`] when attached.
+    pub fn azure_ca_pem(&self) -> Result<String, Error> {
+        match &self.azure {
+            Some(azure) => Ok(azure.ca_pem().to_owned()),
+            None => {
+                let path = std::env::var_os(AZURE_CA_ENV).ok_or_else(|| Error::Node {
+                    what: "attaching to the data plane".into(),
+                    reason: format!("{AZURE_CA_ENV} is not set"),
+                })?;
+                std::fs::read_to_string(&path).map_err(Error::io(format!(
+                    "reading {}",
+                    PathBuf::from(path).display()
+                )))
+            }
+        }
     }
 
     /// The pod-facing Azure emulators this process started; `None` when attached.
@@ -196,6 +230,12 @@ impl Service for DataPlane {
         )];
         if let Some(dir) = self.env.binaries_dir() {
             vars.push((BIN_DIR_ENV.to_owned(), dir.display().to_string()));
+        }
+        if let Some(azure) = &self.azure {
+            vars.push((
+                AZURE_CA_ENV.to_owned(),
+                azure.ca_file().display().to_string(),
+            ));
         }
         vars
     }

@@ -1,0 +1,146 @@
+//! The linkding database on the real data plane: the operator (in the cluster, from
+//! `deploy/base`) writes the CloudNativePG Cluster, the ObjectStore and the ExternalSecrets; real
+//! CloudNativePG starts PostgreSQL, real External Secrets Operator brings the password the
+//! operator generated in Key Vault, and the real Barman Cloud Plugin archives WAL and base
+//! backups into Azurite with the SAS token the operator minted. No status here is written by a
+//! test.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use homelab_e2e::{
+    POSTGRESQL_IMAGE, apply, data_plane, get, run_with_wiring_of, wait_condition, wait_for_blob,
+};
+
+#[tokio::test]
+async fn linkding_database_runs_backs_up_and_serves_the_app() -> Result<()> {
+    let plane = data_plane().await?;
+    let namespace = plane.env().namespace("linkding").await?;
+    let ca = plane.azure_ca_pem()?;
+    let manifests = format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{ name: blob-ca }}
+stringData:
+  ca.crt: {ca:?}
+---
+apiVersion: homelab.io/v1alpha1
+kind: BackupPolicy
+metadata: {{ name: daily }}
+spec:
+  schedule: "0 1 * * *"
+  retention: 7d
+  walArchiveTimeout: 1m
+  storage:
+    azure:
+      storageAccount: devstoreaccount1
+      containerTemplate: "{{app}}-db-clean"
+      endpointCA: {{ name: blob-ca }}
+      credentials: {{ mode: SasToken, sasValidity: 7d }}
+---
+apiVersion: homelab.io/v1alpha1
+kind: AppDatabase
+metadata: {{ name: linkding }}
+spec:
+  instances: 1
+  postgres: {{ image: {POSTGRESQL_IMAGE} }}
+  storage: {{ size: 1Gi }}
+  backup: {{ policyRef: {{ name: daily }} }}
+---
+apiVersion: homelab.io/v1alpha1
+kind: HomelabApp
+metadata: {{ name: linkding }}
+spec:
+  image: {psql}
+  command: ["sleep", "infinity"]
+  port: 9090
+  database:
+    ref: {{ name: linkding }}
+    env:
+      - {{ name: LD_DB_HOST, field: host }}
+      - {{ name: LD_DB_PORT, field: port }}
+      - {{ name: LD_DB_DATABASE, field: database }}
+      - {{ name: LD_DB_USER, field: username }}
+      - {{ name: LD_DB_PASSWORD, field: password }}
+"#,
+        psql = homelab_e2e::PSQL_IMAGE,
+    );
+    apply(plane, &namespace, &manifests).await?;
+
+    let database = wait_condition(
+        plane,
+        &namespace,
+        "appdatabase",
+        "linkding",
+        "Ready",
+        "True",
+        Duration::from_secs(600),
+    )
+    .await?;
+    // Ready comes from CloudNativePG's own status of the cluster it runs.
+    let cluster = get(plane, &namespace, "cluster", "linkding-db-cnpg-v1").await?;
+    ensure!(
+        cluster["status"]["phase"] == "Cluster in healthy state",
+        "CloudNativePG reports {}",
+        cluster["status"]["phase"]
+    );
+    ensure!(cluster["status"]["readyInstances"] == 1);
+    // The password CloudNativePG bootstrapped with came from Key Vault through ESO.
+    let credentials = get(
+        plane,
+        &namespace,
+        "externalsecret",
+        "linkding-db-credentials",
+    )
+    .await?;
+    ensure!(
+        homelab_e2e::condition(&credentials, "Ready").is_some_and(|c| c["status"] == "True"),
+        "the credentials ExternalSecret is not synced: {credentials:#}"
+    );
+
+    // A client with exactly the wiring of the app's Deployment writes and reads rows.
+    let output = run_with_wiring_of(
+        plane,
+        &namespace,
+        "linkding",
+        "write-bookmarks",
+        r#"export PGPASSWORD="$LD_DB_PASSWORD"
+psql -v ON_ERROR_STOP=1 -h "$LD_DB_HOST" -p "$LD_DB_PORT" -U "$LD_DB_USER" -d "$LD_DB_DATABASE" -At <<'SQL'
+create table bookmarks (id serial primary key, url text not null);
+insert into bookmarks (url) values ('https://linkding.link'), ('https://cloudnative-pg.io'), ('https://external-secrets.io');
+select 'rows=' || count(*) from bookmarks;
+select 'user=' || current_user;
+SQL"#,
+    )
+    .await?;
+    ensure!(output.contains("rows=3"), "the client printed:\n{output}");
+    ensure!(
+        output.contains("user=linkding"),
+        "the client printed:\n{output}"
+    );
+
+    // WAL and the immediate base backup reach the container, under the cluster's server name.
+    let server = database["status"]["backup"]["serverName"]
+        .as_str()
+        .unwrap_or("linkding-db-cnpg-v1")
+        .to_owned();
+    let names = wait_for_blob(
+        plane,
+        "linkding-db-clean",
+        "a WAL segment",
+        Duration::from_secs(300),
+        |n| n.starts_with(&format!("{server}/wals/")),
+    )
+    .await?;
+    wait_for_blob(
+        plane,
+        "linkding-db-clean",
+        "a base backup",
+        Duration::from_secs(300),
+        |n| n.starts_with(&format!("{server}/base/")),
+    )
+    .await?;
+    ensure!(!names.is_empty());
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! homelab-operator in the cluster, installed from `deploy/base` as users install it: its
+//! ServiceAccount and RBAC, two replicas with leader election. A kustomize overlay made here
+//! changes only what a homelab outside AKS changes too: the image (imported, never pulled), a
+//! service principal instead of workload identity, and the CA of the emulators' certificates.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::azure::PodFacingEndpoints;
+use crate::{Error, TestEnv, repo_root};
+
+use super::components::{self, kubectl};
+
+/// The operator's namespace in `deploy/base`.
+pub const NAMESPACE: &str = "homelab-system";
+/// Its Deployment.
+pub const DEPLOYMENT: &str = "homelab-operator";
+
+/// Installs the operator with `image` and waits until its Deployment is Available.
+pub async fn install(
+    env: &TestEnv,
+    work: &Path,
+    image: &str,
+    azure: &PodFacingEndpoints,
+    ca_pem: &str,
+) -> Result<(), Error> {
+    let overlay = work.join("operator");
+    std::fs::create_dir_all(&overlay)
+        .map_err(Error::io(format!("creating {}", overlay.display())))?;
+    let (name, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let principal = azure.service_principal();
+    let azure_config = format!(
+        "credential:\n  type: servicePrincipal\n  tenantId: {tenant}\n  clientId: {client}\n  \
+         clientSecretFile: /etc/homelab-operator/azure/client-secret\n\
+         cloud:\n  name: azurePublic\n\
+         sasSigning:\n  type: userDelegation\n",
+        tenant = principal.tenant_id,
+        client = principal.client_id,
+    );
+    let extra = [
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": { "name": "homelab-operator-azure", "namespace": NAMESPACE },
+            "stringData": { "azure.yaml": azure_config, "client-secret": principal.client_secret },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": { "name": "homelab-operator-ca", "namespace": NAMESPACE },
+            "data": { "ca.crt": ca_pem },
+        }),
+    ];
+    let mut extra_text = String::new();
+    for document in &extra {
+        extra_text.push_str("---\n");
+        extra_text.push_str(&document.to_string());
+        extra_text.push('\n');
+    }
+    write(&overlay.join("azure.yaml"), &extra_text)?;
+    let patch = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": DEPLOYMENT },
+        "spec": { "template": { "metadata": { "labels": { "azure.workload.identity/use": "false" } }, "spec": {
+            "containers": [{
+                "name": "operator",
+                "imagePullPolicy": "Never",
+                "env": [
+                    { "name": "HOMELAB_AZURE_CONFIG", "value": "/etc/homelab-operator/azure/azure.yaml" },
+                    { "name": "SSL_CERT_FILE", "value": "/etc/homelab-operator/ca/ca.crt" },
+                ],
+                "volumeMounts": [
+                    { "name": "azure", "mountPath": "/etc/homelab-operator/azure", "readOnly": true },
+                    { "name": "ca", "mountPath": "/etc/homelab-operator/ca", "readOnly": true },
+                ],
+            }],
+            "volumes": [
+                { "name": "azure", "secret": { "secretName": "homelab-operator-azure" } },
+                { "name": "ca", "configMap": { "name": "homelab-operator-ca" } },
+            ],
+        } } },
+    });
+    write(&overlay.join("deployment-patch.yaml"), &patch.to_string())?;
+    // Kustomize takes only relative paths to a base.
+    let base = relative_to(&overlay, &repo_root().join("deploy/base"));
+    write(
+        &overlay.join("kustomization.yaml"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {base}\n  - azure.yaml\n\
+             images:\n  - name: ghcr.io/homelab-operator/homelab-operator\n    newName: {name}\n    newTag: \"{tag}\"\n\
+             patches:\n  - path: deployment-patch.yaml\n",
+            base = base.display(),
+        ),
+    )?;
+    let rendered = kubectl(env, &["kustomize", &overlay.display().to_string()]).await?;
+    let rendered_path = work.join("operator.yaml");
+    write(&rendered_path, &rendered)?;
+    components::apply_file(env, &rendered_path).await?;
+    components::wait_available(env, NAMESPACE, DEPLOYMENT).await
+}
+
+/// `target` as a path relative to the directory `from` (both absolute).
+fn relative_to(from: &Path, target: &Path) -> std::path::PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = target.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut relative = std::path::PathBuf::new();
+    for _ in common..from.len() {
+        relative.push("..");
+    }
+    for part in &to[common..] {
+        relative.push(part);
+    }
+    relative
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), Error> {
+    std::fs::write(path, contents).map_err(Error::io(format!("writing {}", path.display())))
+}
