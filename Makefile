@@ -1,9 +1,13 @@
 # Task runner. Targets stay thin: the logic lives in hack/ and in the Rust crates.
-.PHONY: test lint control-plane demo crds bench chaos fuzz
+.PHONY: test e2e lint control-plane node demo crds bench chaos fuzz
 
 # Every test of the workspace, against one real control plane (built first if not cached).
 test:
 	bash hack/test.sh
+
+# The end-to-end tests alone, on a control plane with a real node (also run by `make test`).
+e2e:
+	bash hack/e2e.sh
 
 lint:
 	cargo fmt --all -- --check
@@ -12,6 +16,12 @@ lint:
 # etcd, kube-apiserver, kube-controller-manager and kubectl, built from Go modules into the cache.
 control-plane:
 	bash hack/build-control-plane.sh
+
+# kubelet, kube-proxy, kube-scheduler, containerd, runc, CoreDNS and pause, and the third-party
+# operators (CloudNativePG, Barman Cloud Plugin, External Secrets Operator) with their manifests.
+node:
+	bash hack/build-node.sh
+	bash hack/build-data-plane.sh
 
 # The operator process against a private control plane (and the Azure emulators): convergence
 # against its floor, write amplification, reaction latency, footprint, start-up. Writes the figures
