@@ -5,9 +5,8 @@
 //! whose path it prints last.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use crate::{Error, repo_root};
+use crate::Error;
 
 /// One image the script builds: its short name (the script's argument) and, for images made
 /// from a binary, the environment variable naming that binary.
@@ -98,36 +97,11 @@ impl Images {
 /// Builds (or finds cached) `recipes` with the binaries in `binaries` (`(variable, path)`), and
 /// returns them.
 pub async fn build(recipes: &[Recipe], binaries: &[(&str, &Path)]) -> Result<Images, Error> {
-    let script = repo_root().join("hack/build-images.sh");
-    let mut command = tokio::process::Command::new("bash");
-    command.arg(&script);
-    for recipe in recipes {
-        command.arg(recipe.name);
-    }
-    for (variable, path) in binaries {
-        command.env(variable, path);
-    }
-    let output = command
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .map_err(|e| Error::Node {
-            what: format!("running {}", script.display()),
-            reason: e.to_string(),
-        })?;
-    if !output.status.success() {
-        return Err(Error::Node {
-            what: format!("building images with {}", script.display()),
-            reason: format!("{}; its output above says why", output.status),
-        });
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let index = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    let names: Vec<&str> = recipes.iter().map(|r| r.name).collect();
+    let index = crate::process::run_build_script("build-images.sh", &names, binaries).await?;
     let text = std::fs::read_to_string(&index).map_err(Error::io(format!(
-        "reading the image index {} that {} printed",
-        index.display(),
-        script.display()
+        "reading the image index {} that hack/build-images.sh printed",
+        index.display()
     )))?;
     let all: Vec<Image> = text
         .lines()

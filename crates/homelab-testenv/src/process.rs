@@ -326,3 +326,36 @@ fn remove_stale(root: &Path) {
         }
     }
 }
+
+/// Runs `hack/<script>` with `args` and `env` (building or finding cached what it makes; its
+/// progress shows on stderr) and returns the path it prints on its last stdout line.
+pub(crate) async fn run_build_script(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<PathBuf, Error> {
+    let script = crate::repo_root().join("hack").join(script);
+    let failed = |reason: String| Error::Node {
+        what: format!("running {}", script.display()),
+        reason,
+    };
+    let output = tokio::process::Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !output.status.success() {
+        return Err(failed(format!(
+            "{}; its output above says why",
+            output.status
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(PathBuf::from(
+        stdout.lines().last().unwrap_or_default().trim(),
+    ))
+}

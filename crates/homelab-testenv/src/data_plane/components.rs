@@ -16,7 +16,7 @@ use kube::Api;
 use serde_json::{Value, json};
 
 use crate::azure::PodFacingEndpoints;
-use crate::{Error, TestEnv, repo_root};
+use crate::{Error, TestEnv};
 
 const AVAILABLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The namespace of CloudNativePG and the plugin.
@@ -39,22 +39,7 @@ pub struct Artifacts {
 impl Artifacts {
     /// Runs `hack/build-data-plane.sh` (building on first use).
     pub async fn locate() -> Result<Self, Error> {
-        let script = repo_root().join("hack/build-data-plane.sh");
-        let output = tokio::process::Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .await
-            .map_err(Error::io(format!("running {}", script.display())))?;
-        if !output.status.success() {
-            return Err(Error::Node {
-                what: format!("running {}", script.display()),
-                reason: format!("{}; its output above says why", output.status),
-            });
-        }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+        let dir = crate::process::run_build_script("build-data-plane.sh", &[], &[]).await?;
         Ok(Self { dir })
     }
 

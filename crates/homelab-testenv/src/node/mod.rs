@@ -13,7 +13,6 @@ pub mod sweep;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node as KubeNode, PersistentVolume};
@@ -21,8 +20,8 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
+use crate::Error;
 use crate::process::{ChildProcess, free_port, log_tail};
-use crate::{Error, repo_root};
 
 pub use network::Guard;
 
@@ -43,25 +42,7 @@ pub fn node_dir() -> PathBuf {
 
 /// The directory of the node's binaries, from `hack/build-node.sh` (built on first use).
 pub async fn locate_binaries() -> Result<PathBuf, Error> {
-    let script = repo_root().join("hack/build-node.sh");
-    let output = tokio::process::Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .map_err(|e| Error::Node {
-            what: format!("running {}", script.display()),
-            reason: e.to_string(),
-        })?;
-    if !output.status.success() {
-        return Err(Error::Node {
-            what: format!("running {}", script.display()),
-            reason: format!("{}; its output above says why", output.status),
-        });
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    let dir = crate::process::run_build_script("build-node.sh", &[], &[]).await?;
     for binary in [
         "kubelet",
         "kube-proxy",
@@ -76,8 +57,7 @@ pub async fn locate_binaries() -> Result<PathBuf, Error> {
             return Err(Error::Node {
                 what: "locating the node's binaries".into(),
                 reason: format!(
-                    "{} printed {}, which lacks {binary}",
-                    script.display(),
+                    "hack/build-node.sh printed {}, which lacks {binary}",
                     dir.display()
                 ),
             });
