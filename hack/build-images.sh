@@ -6,7 +6,7 @@
 #
 #   hack/build-images.sh [-h] [NAME...]
 #
-# NAME is one of: postgresql psql plugin-barman-cloud-sidecar cloudnative-pg plugin-barman-cloud
+# NAME is one of: postgresql psql pgbouncer plugin-barman-cloud-sidecar cloudnative-pg plugin-barman-cloud
 # external-secrets homelab-operator pause. Without names every image is built, except those whose input
 # binary is not given (they are skipped with a message); a NAME given explicitly without its binary
 # is an error. Input binaries:
@@ -44,7 +44,7 @@ PAUSE_TAG="${PAUSE_TAG:-3.10}"
 DEBIAN_SUITE=trixie  # PostgreSQL 17 and Python 3.13 come from Debian 13
 # Bump to rebuild everything (a change in what the recipes mean that their text does not show).
 FORMAT=1
-ALL_IMAGES=(postgresql psql plugin-barman-cloud-sidecar cloudnative-pg plugin-barman-cloud external-secrets homelab-operator pause)
+ALL_IMAGES=(postgresql psql pgbouncer plugin-barman-cloud-sidecar cloudnative-pg plugin-barman-cloud external-secrets homelab-operator pause)
 DISTROLESS_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SSL_CERT_ENV=SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 
@@ -537,6 +537,35 @@ pause_expect() {
   printf '%s\n' --user=65535:65535 --expect=/pause --forbid=/bin/sh
 }
 
+# CloudNativePG's Pooler pods run `/controller/manager pgbouncer instance` (the manager copied in by
+# the bootstrap init container), which starts /usr/bin/pgbouncer as UID 998, GID 996.
+pgbouncer_rootfs() {
+  local root=$1 version
+  start_rootfs "$root"
+  chroot_run "$root" "
+    groupadd -g 996 pgbouncer
+    useradd -u 998 -g 996 -d /controller -s /usr/sbin/nologin -M -c PgBouncer pgbouncer
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends pgbouncer
+    test -x /usr/bin/pgbouncer || ln -s /usr/sbin/pgbouncer /usr/bin/pgbouncer
+    test -x /usr/bin/pgbouncer
+    # Debian's own instance and its configuration are unused: the manager writes pgbouncer.ini.
+    rm -f /etc/pgbouncer/userlist.txt
+  " "pgbouncer: apt-get install pgbouncer"
+  # shellcheck disable=SC2016 # a dpkg-query format
+  version=$(chroot "$root" dpkg-query -W -f '${Version}' pgbouncer)
+  finish_rootfs "$root"
+  echo "${version%%-*}" >"$2"
+}
+pgbouncer_config() {
+  printf '%s\n' --user=998:996 --workdir=/ "--env=PATH=$DISTROLESS_PATH" --env=LANG=C.UTF-8 \
+    --label=org.opencontainers.image.title=pgbouncer \
+    "--label=org.opencontainers.image.description=PgBouncer (Debian $DEBIAN_SUITE) for CloudNativePG poolers"
+}
+pgbouncer_expect() {
+  printf '%s\n' --user=998:996 --expect=/usr/bin/pgbouncer --forbid=/etc/resolv.conf
+}
+
 # --- selection, keys, build --------------------------------------------------------------------
 
 binary_var() {
@@ -551,7 +580,7 @@ binary_var() {
 }
 base_of() {
   case $1 in
-    postgresql | psql | plugin-barman-cloud-sidecar) echo trixie ;;
+    postgresql | psql | pgbouncer | plugin-barman-cloud-sidecar) echo trixie ;;
     homelab-operator) echo cc ;;
     pause) echo scratch ;;
     *) echo static ;;

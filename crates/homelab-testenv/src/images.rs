@@ -36,6 +36,12 @@ pub const PSQL: Recipe = Recipe {
     binary_env: None,
 };
 
+/// PgBouncer, for CloudNativePG's Pooler pods.
+pub const PGBOUNCER: Recipe = Recipe {
+    name: "pgbouncer",
+    binary_env: None,
+};
+
 /// The CloudNativePG operator.
 pub const CLOUDNATIVE_PG: Recipe = Recipe {
     name: "cloudnative-pg",

@@ -53,13 +53,19 @@ impl Artifacts {
     }
 }
 
-/// Installs CloudNativePG and the plugin, and waits until both run.
+/// Installs CloudNativePG (with `pgbouncer_image` as its Poolers' default image) and the plugin,
+/// and waits until both run.
 pub async fn install_cloudnative_pg(
     env: &TestEnv,
     artifacts: &Artifacts,
     work: &Path,
+    pgbouncer_image: &str,
 ) -> Result<(), Error> {
-    apply_file(env, &artifacts.manifest("cnpg.yaml")).await?;
+    let text = std::fs::read_to_string(artifacts.manifest("cnpg.yaml"))
+        .map_err(Error::io("reading the CloudNativePG manifest"))?;
+    let mut documents = parse_documents(&text, "cnpg.yaml")?;
+    set_pgbouncer_image(&mut documents, pgbouncer_image)?;
+    apply_documents(env, &documents, &work.join("cnpg.yaml")).await?;
     wait_available(env, CNPG_NAMESPACE, "cnpg-controller-manager").await?;
     // The plugin's TLS, in place of upstream's cert-manager Certificates: each side trusts only
     // the other's certificate, so both are self-signed, as upstream's are.
@@ -161,6 +167,94 @@ pub async fn install_external_secrets(
         }
     }
     wait_store_ready(env).await
+}
+
+/// Names third-party components (comma-separated: `cloudnative-pg`, `barman-cloud`,
+/// `external-secrets`) to stop once the data plane is installed, by scaling their Deployments to
+/// zero: what the end-to-end tests show when one of them is not running.
+pub const STOP_ENV: &str = "HOMELAB_DATA_PLANE_STOP";
+
+/// The Deployments of each component [`STOP_ENV`] can name.
+const STOPPABLE: [(&str, &str, &[&str]); 3] = [
+    (
+        "cloudnative-pg",
+        CNPG_NAMESPACE,
+        &["cnpg-controller-manager"],
+    ),
+    ("barman-cloud", CNPG_NAMESPACE, &["barman-cloud"]),
+    (
+        "external-secrets",
+        ESO_NAMESPACE,
+        &[
+            "external-secrets",
+            "external-secrets-webhook",
+            "external-secrets-cert-controller",
+        ],
+    ),
+];
+
+/// Stops what [`STOP_ENV`] names; an unknown name is an error.
+pub async fn stop_requested(env: &TestEnv) -> Result<(), Error> {
+    let Ok(list) = std::env::var(STOP_ENV) else {
+        return Ok(());
+    };
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some((_, namespace, deployments)) = STOPPABLE.iter().find(|(n, _, _)| *n == name)
+        else {
+            return Err(Error::Node {
+                what: format!("{STOP_ENV}={list}"),
+                reason: format!(
+                    "{name} is not one of {}",
+                    STOPPABLE.map(|(n, _, _)| n).join(", ")
+                ),
+            });
+        };
+        for deployment in *deployments {
+            kubectl(
+                env,
+                &[
+                    "scale",
+                    "deployment",
+                    "-n",
+                    namespace,
+                    deployment,
+                    "--replicas=0",
+                ],
+            )
+            .await?;
+        }
+        tracing::warn!("{name} stopped ({STOP_ENV}): its Deployments are scaled to zero");
+    }
+    Ok(())
+}
+
+/// Sets `PGBOUNCER_IMAGE_NAME` (CloudNativePG's configuration of the default PgBouncer image) on
+/// the manager container: upstream's default is an image on ghcr.io, which the node cannot pull.
+fn set_pgbouncer_image(documents: &mut [Value], image: &str) -> Result<(), Error> {
+    let manager = documents
+        .iter_mut()
+        .filter(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "cnpg-controller-manager")
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+        })
+        .find(|c| c["name"] == "manager")
+        .ok_or_else(|| Error::Node {
+            what: "the CloudNativePG manifest".into(),
+            reason: "it has no Deployment cnpg-controller-manager with a container `manager`"
+                .into(),
+        })?;
+    let env = json!({ "name": "PGBOUNCER_IMAGE_NAME", "value": image });
+    match manager["env"].as_array_mut() {
+        Some(list) => {
+            list.retain(|e| e["name"] != "PGBOUNCER_IMAGE_NAME");
+            list.push(env);
+        }
+        None => manager["env"] = json!([env]),
+    }
+    Ok(())
 }
 
 /// Mounts the test CA into every container of `deployment` and points Go's `SSL_CERT_FILE` at it.

@@ -94,6 +94,7 @@ impl DataPlane {
     /// installs CloudNativePG, the Barman Cloud Plugin and External Secrets Operator.
     ///
     /// `HOMELAB_OPERATOR_BINARY`, when set, names the operator binary whose image is imported too.
+    /// [`components::STOP_ENV`], when set, stops the components it names once installed.
     pub async fn start() -> Result<Self, Error> {
         let started = Instant::now();
         let mut settings = Settings::from_env().await?;
@@ -150,13 +151,21 @@ impl DataPlane {
         std::fs::create_dir_all(&work)
             .map_err(Error::io(format!("creating {}", work.display())))?;
         let installed = Instant::now();
-        components::install_cloudnative_pg(&env, &artifacts, &work).await?;
+        let pgbouncer = images
+            .reference(images::PGBOUNCER.name)
+            .ok_or_else(|| Error::Node {
+                what: "the PgBouncer image".into(),
+                reason: "hack/build-images.sh listed no pgbouncer image".into(),
+            })?
+            .to_owned();
+        components::install_cloudnative_pg(&env, &artifacts, &work, &pgbouncer).await?;
         components::install_external_secrets(&env, &artifacts, &work, &endpoints, azure.ca_pem())
             .await?;
         let operator_image = images.reference("homelab-operator").map(str::to_owned);
         if let Some(image) = &operator_image {
             operator::install(&env, &work, image, &endpoints, azure.ca_pem()).await?;
         }
+        components::stop_requested(&env).await?;
         tracing::info!(
             "data plane ready in {:.1}s (node {}, CloudNativePG, plugin and ESO {:.1}s)",
             started.elapsed().as_secs_f64(),
@@ -262,6 +271,7 @@ async fn build_images(
         images::PAUSE,
         images::POSTGRESQL,
         images::PSQL,
+        images::PGBOUNCER,
         images::CLOUDNATIVE_PG,
         images::BARMAN_PLUGIN,
         images::BARMAN_SIDECAR,
