@@ -199,7 +199,15 @@ pub async fn reconcile(
                 tracing::warn!(cluster = %extra.object.name_any(), "deleting a second drill cluster of one database");
                 ctx.children.delete(extra).await?;
             }
-            let settled = settle(cluster, &db_name, &mut records, timeout, now);
+            let hint = failing_backups(db);
+            let settled = settle(
+                cluster,
+                &db_name,
+                &mut records,
+                timeout,
+                hint.as_deref(),
+                now,
+            );
             match settled {
                 Settled::Running { deadline } => {
                     // Also look again soon: not every change that ends a drill reaches this
@@ -396,13 +404,34 @@ enum Settled {
     Finished(DrillRecord),
 }
 
-/// Looks at a drill cluster: `Ready` → succeeded; past the timeout → failed; else running.
-/// Updates (or, after a restart that lost it, re-creates) its record.
+/// CloudNativePG's phase of a cluster whose instance-creation (here: recovery) Job gave up.
+const PHASE_UNRECOVERABLE: &str = "Cluster is unrecoverable and needs manual intervention";
+
+/// What the source database's own `BackupReady` says when it is `False`: a drill that cannot
+/// restore usually fails for the reason the source's archiving fails (the same ObjectStore and SAS
+/// token), and that condition names what to check.
+fn failing_backups(db: &AppDatabase) -> Option<String> {
+    let condition = db
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::BACKUP_READY && c.status == "False")?;
+    Some(format!(
+        "the source database's backups are failing too ({}: {})",
+        condition.reason, condition.message
+    ))
+}
+
+/// Looks at a drill cluster: `Ready` → succeeded; CloudNativePG giving up on the recovery, or
+/// past the timeout → failed (with `hint`, what is known about the source's archive, appended);
+/// else running. Updates (or, after a restart that lost it, re-creates) its record.
 fn settle(
     cluster: &OwnedChild,
     db_name: &str,
     records: &mut Vec<DrillRecord>,
     timeout: jiff::SignedDuration,
+    hint: Option<&str>,
     now: jiff::Timestamp,
 ) -> Settled {
     let name = cluster.object.name_any();
@@ -446,18 +475,31 @@ fn settle(
         ));
         return Settled::Finished(record.clone());
     }
-    if now >= deadline {
-        let phase = cluster
+    let status = |field: &str| {
+        cluster
             .object
             .data
-            .pointer("/status/phase")
+            .pointer(&format!("/status/{field}"))
             .and_then(|p| p.as_str())
             .filter(|p| !p.is_empty())
-            .unwrap_or("no phase reported");
+    };
+    let phase = status("phase");
+    let hint = hint.map(|h| format!("; {h}")).unwrap_or_default();
+    if phase == Some(PHASE_UNRECOVERABLE) {
         record.outcome = DrillOutcome::Failed;
         record.finished = Some(Time(now));
         record.message = Some(format!(
-            "timed out: CloudNativePG did not report the restored cluster {name} ready within the drill timeout (last phase: {phase})"
+            "CloudNativePG could not restore the backup into {name}: {}{hint}",
+            status("phaseReason").unwrap_or(PHASE_UNRECOVERABLE)
+        ));
+        return Settled::Finished(record.clone());
+    }
+    if now >= deadline {
+        record.outcome = DrillOutcome::Failed;
+        record.finished = Some(Time(now));
+        record.message = Some(format!(
+            "timed out: CloudNativePG did not report the restored cluster {name} ready within the drill timeout (last phase: {}){hint}",
+            phase.unwrap_or("no phase reported")
         ));
         return Settled::Finished(record.clone());
     }
