@@ -19,6 +19,8 @@ bash hack/build-data-plane.sh >/dev/null
 cargo build --quiet -p homelab-testenv --bin homelab-testenv -p homelab-operator --bin homelab-operator
 cargo test -p homelab-e2e --no-run "$@"
 
+# The tests wait on pods far more than they compute: run them all side by side.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-8}"
 status=0
 HOMELAB_OPERATOR_BINARY="$(cd "$target_dir" && pwd)/debug/homelab-operator" \
   "$target_dir/debug/homelab-testenv" exec --data-plane -- cargo test -p homelab-e2e --no-fail-fast "$@" 2>&1 | tee -a "$log" || status=$?

@@ -278,3 +278,350 @@ pub async fn wait_for_blob(
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
 }
+
+/// The manifests every backed-up test database shares: the Blob endpoint's CA and a BackupPolicy
+/// `name` pointed at the data plane's Azurite (WAL switched at least every `wal_timeout`), with
+/// `extra` appended to its spec (for example a `drill:` block, indented by two spaces).
+pub fn backup_policy(
+    plane: &DataPlane,
+    name: &str,
+    wal_timeout: &str,
+    extra: &str,
+) -> Result<String> {
+    let ca = plane.azure_ca_pem()?;
+    Ok(format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{ name: blob-ca }}
+stringData:
+  ca.crt: {ca:?}
+---
+apiVersion: homelab.io/v1alpha1
+kind: BackupPolicy
+metadata: {{ name: {name} }}
+spec:
+  schedule: "0 1 * * *"
+  retention: 7d
+  walArchiveTimeout: {wal_timeout}
+  storage:
+    azure:
+      storageAccount: devstoreaccount1
+      containerTemplate: "{{app}}-db-clean"
+      endpointCA: {{ name: blob-ca }}
+      credentials: {{ mode: SasToken, sasValidity: 7d }}
+{extra}
+"#
+    ))
+}
+
+/// A HomelabApp `name` running the `psql` image idle, wired to AppDatabase `database` with the
+/// `DB_*` variables (host, port, database, user, password) and any `extra` lines of its
+/// `spec.database` (indented by four spaces).
+pub fn client_app(name: &str, database: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: homelab.io/v1alpha1
+kind: HomelabApp
+metadata: {{ name: {name} }}
+spec:
+  image: {PSQL_IMAGE}
+  command: ["sleep", "infinity"]
+  port: 9090
+  database:
+    ref: {{ name: {database} }}
+{extra}
+    env:
+      - {{ name: DB_HOST, field: host }}
+      - {{ name: DB_PORT, field: port }}
+      - {{ name: DB_DATABASE, field: database }}
+      - {{ name: DB_USER, field: username }}
+      - {{ name: DB_PASSWORD, field: password }}
+"#
+    )
+}
+
+/// `psql` with the `DB_*` wiring of [`client_app`], reading SQL from standard input, printing
+/// unaligned tuples only; for [`run_with_wiring_of`] scripts.
+pub const PSQL_WITH_WIRING: &str = r#"PGPASSWORD="$DB_PASSWORD" psql -v ON_ERROR_STOP=1 -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" -d "$DB_DATABASE" -At"#;
+
+/// Sets annotation `key=value` on `kind/name`.
+pub async fn annotate(
+    plane: &DataPlane,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<()> {
+    kubectl(
+        plane.env(),
+        &[
+            "annotate",
+            "--overwrite",
+            "-n",
+            namespace,
+            kind,
+            name,
+            &format!("{key}={value}"),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes `kind/name` without waiting for its finalizers.
+pub async fn delete(plane: &DataPlane, namespace: &str, kind: &str, name: &str) -> Result<()> {
+    kubectl(
+        plane.env(),
+        &["delete", "--wait=false", "-n", namespace, kind, name],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The names (`kind/name`) of the objects of `kind` in `namespace` matching `selector` (or all,
+/// when it is empty).
+pub async fn names(
+    plane: &DataPlane,
+    namespace: &str,
+    kind: &str,
+    selector: &str,
+) -> Result<Vec<String>> {
+    let mut args = vec!["get", kind, "-n", namespace, "-o", "name"];
+    if !selector.is_empty() {
+        args.extend(["-l", selector]);
+    }
+    let text = kubectl(plane.env(), &args).await?;
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
+/// Whether `kind/name` exists.
+pub async fn exists(plane: &DataPlane, namespace: &str, kind: &str, name: &str) -> Result<bool> {
+    let text = kubectl(
+        plane.env(),
+        &[
+            "get",
+            kind,
+            name,
+            "-n",
+            namespace,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+    )
+    .await?;
+    Ok(!text.trim().is_empty())
+}
+
+/// Polls `check` every two seconds until it returns `Some`, and returns that; on timeout the error
+/// names `what` and the last thing `check` reported through `Err`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("nothing was observed");
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not happen within {timeout:?}; last error: {last}");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Waits until `kind/name` no longer exists.
+pub async fn wait_gone(
+    plane: &DataPlane,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<()> {
+    wait_for(
+        &format!("deletion of {kind} {namespace}/{name}"),
+        timeout,
+        || async { Ok((!exists(plane, namespace, kind, name).await?).then_some(())) },
+    )
+    .await
+}
+
+/// Runs `sql` with `psql` as the `postgres` superuser over the local socket inside the
+/// PostgreSQL container of pod `pod` (no password: CloudNativePG's peer rule), in `database`.
+pub async fn psql_in_pod(
+    plane: &DataPlane,
+    namespace: &str,
+    pod: &str,
+    database: &str,
+    sql: &str,
+) -> Result<String> {
+    let output = kubectl(
+        plane.env(),
+        &[
+            "exec",
+            "-n",
+            namespace,
+            pod,
+            "-c",
+            "postgres",
+            "--",
+            "psql",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ],
+    )
+    .await?;
+    Ok(output)
+}
+
+/// The data plane's Key Vault emulator, reached from the host under its vault host name.
+pub struct Vault {
+    http: reqwest::Client,
+    url: String,
+}
+
+/// One version of a Key Vault secret, as the data plane's vault lists it.
+#[derive(Debug, Clone)]
+pub struct SecretVersion {
+    /// The version's id.
+    pub id: String,
+    /// Its content type.
+    pub content_type: Option<String>,
+}
+
+impl Vault {
+    /// A client for the vault the data plane's ClusterSecretStore and operator use.
+    pub fn new(plane: &DataPlane) -> Result<Self> {
+        let ca = reqwest::Certificate::from_pem(plane.azure_ca_pem()?.as_bytes())?;
+        let host = format!(
+            "{}.vault.azure.net",
+            homelab_testenv::data_plane::VAULT_NAME
+        );
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .resolve(&host, std::net::SocketAddr::from((network::VAULT_IP, 443)))
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self {
+            http,
+            url: format!("https://{host}"),
+        })
+    }
+
+    fn token() -> String {
+        homelab_testenv::azure::EmulatorCredential::token_for("https://vault.azure.net/.default")
+    }
+
+    /// The current value of secret `name`, or `None` when it does not exist (or is deleted).
+    pub async fn value(&self, name: &str) -> Result<Option<String>> {
+        let response = self
+            .http
+            .get(format!("{}/secrets/{name}?api-version=7.4", self.url))
+            .bearer_auth(Self::token())
+            .send()
+            .await?;
+        if response.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("reading secret {name}: {status}: {body}");
+        }
+        Ok(body["value"].as_str().map(str::to_owned))
+    }
+
+    /// Every version of secret `name`, oldest first as the vault lists them (empty when the
+    /// secret does not exist).
+    pub async fn versions(&self, name: &str) -> Result<Vec<SecretVersion>> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/secrets/{name}/versions?api-version=7.4",
+                self.url
+            ))
+            .bearer_auth(Self::token())
+            .send()
+            .await?;
+        if response.status().as_u16() == 404 {
+            return Ok(Vec::new());
+        }
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("listing versions of secret {name}: {status}: {body}");
+        }
+        Ok(body["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| SecretVersion {
+                id: v["id"]
+                    .as_str()
+                    .and_then(|id| id.rsplit('/').next())
+                    .unwrap_or_default()
+                    .to_owned(),
+                content_type: v["contentType"].as_str().map(str::to_owned),
+            })
+            .collect())
+    }
+
+    /// Writes a new version of secret `name` as a person would, without the operator's tags.
+    pub async fn set(&self, name: &str, value: &str) -> Result<()> {
+        let response = self
+            .http
+            .put(format!("{}/secrets/{name}?api-version=7.4", self.url))
+            .bearer_auth(Self::token())
+            .json(&json!({ "value": value, "contentType": "text/plain" }))
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!(
+                "writing secret {name}: {status}: {}",
+                response.text().await?
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether Blob container `container` exists in the data plane's Azurite.
+pub async fn container_exists(plane: &DataPlane, container: &str) -> Result<bool> {
+    let ca = reqwest::Certificate::from_pem(plane.azure_ca_pem()?.as_bytes())?;
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let token =
+        homelab_testenv::azure::EmulatorCredential::token_for("https://storage.azure.com/.default");
+    let response = http
+        .get(format!(
+            "https://{}/devstoreaccount1/{container}?restype=container",
+            network::BLOB_IP
+        ))
+        .bearer_auth(&token)
+        .header("x-ms-version", "2021-12-02")
+        .send()
+        .await?;
+    match response.status().as_u16() {
+        200 => Ok(true),
+        404 => Ok(false),
+        other => bail!(
+            "reading container {container}: {other}: {}",
+            response.text().await?
+        ),
+    }
+}

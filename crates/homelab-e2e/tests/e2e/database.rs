@@ -1,4 +1,4 @@
-//! The linkding database on the real data plane: the operator (in the cluster, from
+//! The linkding database: the operator (in the cluster, from
 //! `deploy/base`) writes the CloudNativePG Cluster, the ObjectStore and the ExternalSecrets; real
 //! CloudNativePG starts PostgreSQL, real External Secrets Operator brings the password the
 //! operator generated in Key Vault, and the real Barman Cloud Plugin archives WAL and base

@@ -1,0 +1,205 @@
+//! Restore drills against real CloudNativePG: one that restores the latest backup succeeds; one
+//! whose archive credentials are broken fails, with a reason a user can act on.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use homelab_e2e::{
+    POSTGRESQL_IMAGE, Vault, annotate, apply, backup_policy, condition, data_plane, get,
+    psql_in_pod, wait_condition, wait_for, wait_gone,
+};
+use serde_json::Value;
+
+const MINUTES_10: Duration = Duration::from_secs(600);
+
+/// Requests a drill with `token` and waits until the policy records a finished drill of `wiki`
+/// started after the request; returns that record and the policy.
+async fn drill(
+    plane: &homelab_testenv::data_plane::DataPlane,
+    namespace: &str,
+    token: &str,
+) -> Result<(Value, Value)> {
+    let requested = get(plane, namespace, "backuppolicy", "drilled").await?;
+    let known: Vec<Value> = requested["status"]["drills"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r["cluster"].clone())
+        .collect();
+    annotate(
+        plane,
+        namespace,
+        "backuppolicy",
+        "drilled",
+        "homelab.io/drill-now",
+        token,
+    )
+    .await?;
+    wait_for(&format!("the drill {token}"), MINUTES_10, || async {
+        let policy = get(plane, namespace, "backuppolicy", "drilled").await?;
+        let record = policy["status"]["drills"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["database"] == "wiki" && !known.contains(&r["cluster"]))
+            .cloned();
+        match record {
+            Some(r) if r["outcome"] != "Running" => Ok(Some((r, policy))),
+            other => bail!("drill records: {other:?}; status {}", policy["status"]),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn restore_drills_succeed_and_fail_for_real() -> Result<()> {
+    let plane = data_plane().await?;
+    let namespace = plane.env().namespace("wiki").await?;
+    let manifests = [
+        backup_policy(
+            plane,
+            "drilled",
+            "30s",
+            "  drill: { schedule: \"0 4 * * 0\", timeout: 4m, history: 5 }",
+        )?,
+        format!(
+            r#"
+apiVersion: homelab.io/v1alpha1
+kind: AppDatabase
+metadata: {{ name: wiki }}
+spec:
+  instances: 1
+  postgres: {{ image: {POSTGRESQL_IMAGE} }}
+  storage: {{ size: 1Gi }}
+  backup: {{ policyRef: {{ name: drilled }} }}
+"#
+        ),
+    ]
+    .join("\n---\n");
+    apply(plane, &namespace, &manifests).await?;
+    wait_condition(
+        plane,
+        &namespace,
+        "appdatabase",
+        "wiki",
+        "Ready",
+        "True",
+        MINUTES_10,
+    )
+    .await?;
+    wait_for("the first base backup of wiki", MINUTES_10, || async {
+        let db = get(plane, &namespace, "appdatabase", "wiki").await?;
+        Ok(db["status"]["backup"]["lastSuccessfulBackup"]
+            .is_string()
+            .then_some(()))
+    })
+    .await?;
+
+    // A drill of a healthy archive: CloudNativePG restores it into a throw-away cluster.
+    let (record, policy) = drill(plane, &namespace, "healthy").await?;
+    ensure!(
+        record["outcome"] == "Succeeded",
+        "the drill of a healthy archive did not succeed: {record}"
+    );
+    ensure!(
+        record["recoverySeconds"].as_i64().is_some_and(|s| s > 0),
+        "the drill reports no recovery time: {record}"
+    );
+    ensure!(
+        condition(&policy, "DrillSucceeded").is_some_and(|c| c["status"] == "True"),
+        "DrillSucceeded is not True: {}",
+        policy["status"]
+    );
+    let cluster = record["cluster"].as_str().context("no drill cluster")?;
+    wait_gone(plane, &namespace, "cluster", cluster, MINUTES_10).await?;
+
+    // Break the archive's credentials as a person could: a new version of the Key Vault secret
+    // holding a token whose signature is wrong. The operator leaves a secret it did not write
+    // alone, and ESO syncs it into the cluster.
+    let vault = Vault::new(plane)?;
+    let token = vault
+        .value("wiki-db-backup-sas")
+        .await?
+        .context("the backup SAS is not in Key Vault")?;
+    let broken: String = token
+        .split('&')
+        .map(|part| {
+            if part.starts_with("sig=") {
+                "sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%3D".to_owned()
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    ensure!(broken != token, "the SAS token has no signature: {token}");
+    vault.set("wiki-db-backup-sas", &broken).await?;
+    annotate(
+        plane,
+        &namespace,
+        "externalsecret",
+        "wiki-db-backup-sas",
+        "force-sync",
+        &format!("{:?}", std::time::SystemTime::now()),
+    )
+    .await?;
+    wait_for("ESO syncing the broken token", MINUTES_10, || async {
+        let secret = get(plane, &namespace, "secret", "wiki-db-backup-sas").await?;
+        let synced = secret["data"]
+            .as_object()
+            .into_iter()
+            .flat_map(|d| d.values())
+            .filter_map(|v| v.as_str())
+            .any(|v| decode(v).is_some_and(|text| text.contains("sig=AAAAAAAA")));
+        Ok(synced.then_some(()))
+    })
+    .await?;
+
+    // The source notices too, once it has WAL to archive.
+    psql_in_pod(
+        plane,
+        &namespace,
+        "wiki-db-cnpg-v1-1",
+        "postgres",
+        "create table after_breakage (id int); select pg_switch_wal();",
+    )
+    .await?;
+    wait_condition(
+        plane,
+        &namespace,
+        "appdatabase",
+        "wiki",
+        "BackupReady",
+        "False",
+        MINUTES_10,
+    )
+    .await?;
+
+    let (record, policy) = drill(plane, &namespace, "broken-credentials").await?;
+    ensure!(
+        record["outcome"] == "Failed",
+        "a drill against an archive it cannot read did not fail: {record}"
+    );
+    let message = record["message"].as_str().unwrap_or_default();
+    eprintln!("the drill against broken credentials failed with: {message}");
+    ensure!(
+        message.contains("check the SAS token"),
+        "the failed drill does not say what to fix: {message}"
+    );
+    ensure!(
+        condition(&policy, "DrillSucceeded").is_some_and(|c| c["status"] == "False"),
+        "DrillSucceeded is not False after a failed drill: {}",
+        policy["status"]
+    );
+    Ok(())
+}
+
+/// Base64 to text; `None` when it is not base64 of UTF-8.
+fn decode(text: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
