@@ -45,11 +45,16 @@ FUZZ_CASES ?= 1000000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p homelab-render --test fuzz -- --test-threads=2
 
-# The operator on a local control plane with the Azure emulators and the seed examples.
+# The seed examples on the data plane (a real node; needs root), the operator in the cluster.
+# DEMO_ARGS=--once shows the result and stops.
 demo:
 	bash hack/build-control-plane.sh >/dev/null
 	bash hack/install-azurite.sh >/dev/null
-	cargo run -q -p homelab-demo
+	bash hack/build-node.sh >/dev/null
+	bash hack/build-data-plane.sh >/dev/null
+	cargo build -q -p homelab-operator --bin homelab-operator
+	cargo build -q -p homelab-demo
+	HOMELAB_OPERATOR_BINARY="$$(cd $(TARGET_DIR) && pwd)/debug/homelab-operator" "$(TARGET_DIR)/debug/homelab-demo" $(DEMO_ARGS)
 
 # Regenerate crds/ and docs/crd-reference.md from the Rust types.
 crds:

@@ -1,10 +1,11 @@
-//! `make demo`: the operator's main job on a local, embedded default. It starts a real
-//! kube-apiserver (with etcd and the garbage collector), Azurite and the Key Vault emulator on
-//! loopback, runs the operator, applies the seed examples and shows what a user would look at.
+//! `make demo`: the operator's main job on this machine. It starts the data plane the end-to-end
+//! tests use (a control plane with a real node, real CloudNativePG, Barman Cloud Plugin and
+//! External Secrets Operator, the Azure emulators under their Azure host names, and the operator
+//! installed from `deploy/base`), applies the seed examples and shows what a user would look at:
+//! databases Ready from CloudNativePG's own status, and their backups in Azurite.
 //!
-//! What cannot run here is said plainly: there is no kubelet, so no pod ever starts, and neither
-//! CloudNativePG nor External Secrets Operator runs — the objects they would act on are created
-//! and validated by the real apiserver, and their status stays as those operators would find it.
+//! What differs from a homelab is said plainly: the apps' own images are not on the node and
+//! nothing is pulled, so only the databases run.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,21 +13,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use futures::TryStreamExt;
 use homelab_api::AppDatabase;
-use homelab_azure::{AzureClients, AzureConfig, RetryConfig};
-use homelab_testenv::azure::AzureEmulators;
-use homelab_testenv::{TestEnv, binaries::Binaries};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use homelab_testenv::binaries::Binaries;
+use homelab_testenv::data_plane::DataPlane;
+use homelab_testenv::data_plane::components::{apply_documents, parse_documents};
+use kube::api::Api;
 use serde_json::json;
 
 const NAMESPACE: &str = "homelab";
-const STORE: &str = "azure-keyvault";
 const APPS: [&str; 5] = ["linkding", "commafeed", "wallabag", "n8n", "listmonk"];
 
 #[derive(Parser)]
-#[command(about = "Run homelab-operator on a local control plane with the seed examples")]
+#[command(
+    about = "Run homelab-operator on a local data plane (a real node) with the seed examples"
+)]
 struct Args {
     /// Show the result and exit instead of waiting for Ctrl-C.
     #[arg(long)]
@@ -67,99 +67,40 @@ async fn demo(args: Args) -> Result<()> {
     homelab_testenv::install_crypto_provider();
 
     let t = step(
-        "Starting the control plane: etcd, kube-apiserver, kube-controller-manager (first run builds them from Go modules, several minutes)",
+        "Starting the data plane: a control plane, a real node (containerd, kubelet), CloudNativePG, the Barman Cloud Plugin, \
+         External Secrets Operator, the Azure emulators under their Azure host names, and homelab-operator from deploy/base \
+         (the first run builds them, see the README)",
     );
-    let env = TestEnv::start()
+    let plane = DataPlane::start()
         .await
-        .context("starting the control plane")?;
+        .context("starting the data plane")?;
+    if plane.operator_image().is_none() {
+        bail!("the operator is not installed: run `make demo`, which sets HOMELAB_OPERATOR_BINARY");
+    }
     done(t);
-    let kubeconfig = env.kubeconfig_path().to_path_buf();
-    let client = env.client().await?;
-
-    let t = step("Starting the Azure emulators: Azurite (Blob Storage) and the Key Vault emulator");
-    let az = AzureEmulators::start()
-        .await
-        .context("starting the Azure emulators")?;
-    done(t);
+    let kubeconfig = plane.env().kubeconfig_path().to_path_buf();
 
     let t = step(&format!(
-        "Creating namespace {NAMESPACE} and a ClusterSecretStore {STORE} pointing at the emulated Key Vault"
+        "Applying examples/ into namespace {NAMESPACE}: the BackupPolicy (pointed at Azurite) and the five seed apps"
     ));
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces
-        .patch(
-            NAMESPACE,
-            &PatchParams::apply("demo").force(),
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-            ),
-        )
-        .await?;
-    let stores: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &resource(
-            "external-secrets.io",
-            "v1",
-            "ClusterSecretStore",
-            "clustersecretstores",
-        ),
-    );
-    stores
-        .patch(
-            STORE,
-            &PatchParams::apply("demo").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
-                "metadata": {"name": STORE},
-                "spec": {"provider": {"azurekv": {
-                    "vaultUrl": az.key_vault_url(),
-                    "authType": "WorkloadIdentity",
-                    "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}
-                }}}
-            })),
-        )
-        .await?;
-    done(t);
-
-    let t = step("Starting homelab-operator (in this process, watching namespace homelab)");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = homelab_operator::config::RunConfig::from_args([
-        format!("--namespaces={NAMESPACE}"),
-        "--http-addr=127.0.0.1:0".to_string(),
-        "--leader-election=false".to_string(),
-        format!("--default-secret-store={STORE}"),
-    ])?;
-    let azure = AzureClients::with_credential(
-        AzureConfig {
-            skip_challenge_resource_check: true,
-            retry: RetryConfig {
-                max_retries: 1,
-                initial_delay: Duration::from_millis(100),
-                max_elapsed: Duration::from_secs(3),
-            },
-            ..AzureConfig::default()
-        },
-        az.credential(),
-        Some(az.http_client()),
-    );
-    let operator_client = client.clone();
-    let operator = tokio::spawn(async move {
-        homelab_operator::run_with(config, operator_client, Some(azure), async move {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    done(t);
-
-    let t =
-        step("Applying examples/: the BackupPolicy (pointed at Azurite) and the five seed apps");
-    apply_examples(&client, &az).await?;
+    apply_examples(&plane).await?;
     done(t);
 
     let t = step(
-        "Waiting for every AppDatabase to get its password, backup container and SAS token in Azure, and for every child object",
+        "Waiting for real CloudNativePG to run every database with the password ESO synced from Key Vault",
     );
-    wait_for_convergence(&client).await?;
+    wait_for_databases(&plane).await?;
+    done(t);
+    let t = step("Waiting for WAL and a base backup of every database in its Azurite container");
+    for app in APPS {
+        let container = format!("{app}-db-clean");
+        for (what, part) in [("WAL", "/wals/"), ("a base backup", "/base/")] {
+            homelab_e2e::wait_for_blob(&plane, &container, what, Duration::from_secs(600), |n| {
+                n.contains(part)
+            })
+            .await?;
+        }
+    }
     done(t);
 
     let kubectl = Binaries::locate().await?.path("kubectl");
@@ -169,7 +110,7 @@ async fn demo(args: Args) -> Result<()> {
             vec!["get", "homelab", "-n", NAMESPACE],
         ),
         (
-            "CloudNativePG clusters, scheduled backups and poolers",
+            "CloudNativePG clusters, scheduled backups and poolers (status from CloudNativePG)",
             vec![
                 "get",
                 "clusters.postgresql.cnpg.io,scheduledbackups.postgresql.cnpg.io,poolers.postgresql.cnpg.io",
@@ -178,11 +119,7 @@ async fn demo(args: Args) -> Result<()> {
             ],
         ),
         (
-            "Barman Cloud object stores",
-            vec!["get", "objectstores.barmancloud.cnpg.io", "-n", NAMESPACE],
-        ),
-        (
-            "ExternalSecrets (synced by External Secrets Operator in a real cluster)",
+            "ExternalSecrets (synced by External Secrets Operator from the Key Vault emulator)",
             vec![
                 "get",
                 "externalsecrets.external-secrets.io",
@@ -190,129 +127,143 @@ async fn demo(args: Args) -> Result<()> {
                 NAMESPACE,
             ],
         ),
-        (
-            "Ingresses and HTTPRoutes",
-            vec![
-                "get",
-                "ingresses,httproutes.gateway.networking.k8s.io",
-                "-n",
-                NAMESPACE,
-            ],
-        ),
-        (
-            "Deployments (no kubelet here: their pods never start)",
-            vec!["get", "deployments", "-n", NAMESPACE],
-        ),
+        ("Pods", vec!["get", "pods", "-n", NAMESPACE, "-o", "wide"]),
     ] {
         show(&kubectl, &kubeconfig, title, &args)?;
     }
-    show_azure(&az).await?;
+    eprintln!("\n--- Backups in Azurite");
+    for app in APPS {
+        let container = format!("{app}-db-clean");
+        let names = homelab_e2e::blob_names(&plane, &container).await?;
+        let wal = names.iter().filter(|n| n.contains("/wals/")).count();
+        let base = names
+            .iter()
+            .filter(|n| n.contains("/base/") && n.ends_with("/backup.info"))
+            .count();
+        println!("{container}: {wal} WAL files, {base} base backup(s)");
+    }
 
     eprintln!(
-        "\nWhat you see is the operator's real output, accepted by the real apiserver. What cannot run here:\n\
-         - no kubelet: pods never start, so Deployments report 0 available replicas;\n\
-         - no CloudNativePG and no External Secrets Operator: clusters and ExternalSecrets get no status,\n\
-           so Ready stays False or Unknown with the reason the operator found (kubectl describe appdatabase -n homelab).\n\
-         On a real cluster with CNPG, the Barman Cloud Plugin, ESO and cert-manager, the same objects become Ready."
+        "\nThe databases, their credentials and their backups above are real: PostgreSQL runs in pods on this machine's node,\n\
+         CloudNativePG reports them, ESO brought the passwords the operator generated in Key Vault, and the Barman Cloud\n\
+         Plugin archives into Azurite with the SAS tokens the operator minted. Changed from examples/ for this machine:\n\
+         - the BackupPolicy names Azurite's account (devstoreaccount1) and the test CA (endpointCA);\n\
+         - the databases use the node's PostgreSQL 17 image and one instance each (two cores);\n\
+         - the apps' own Key Vault secrets, which a user creates, were set by the demo.\n\
+         The apps' own images (linkding, commafeed, ...) are not on the node and nothing is pulled (no registry, no\n\
+         internet), so their pods wait with ErrImagePull; their wiring is what the end-to-end tests connect with."
     );
     eprintln!("\nKUBECONFIG={}", kubeconfig.display());
     if !args.once {
         eprintln!("Everything keeps running; press Ctrl-C to stop and remove it all.");
         tokio::signal::ctrl_c().await?;
     }
-    let t = step("Stopping the operator, the emulators and the control plane");
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
-    drop(az);
-    drop(env);
+    let t = step("Stopping the data plane and removing the node");
+    drop(plane);
     done(t);
     Ok(())
 }
 
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-
-async fn apply_examples(client: &kube::Client, az: &AzureEmulators) -> Result<()> {
+async fn apply_examples(plane: &DataPlane) -> Result<()> {
     let examples = homelab_testenv::repo_root().join("examples");
     let mut files = vec![examples.join("backup-policy.yaml")];
     files.extend(APPS.iter().map(|app| examples.join(format!("{app}.yaml"))));
+    let ca = plane.azure_ca_pem()?;
+    let mut app_secrets: Vec<String> = Vec::new();
+    let mut documents = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "azurite-ca", "namespace": NAMESPACE},
+            "stringData": {"ca.crt": ca},
+        }),
+    ];
     for file in files {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
-        for document in serde_norway::Deserializer::from_str(&text) {
-            let mut value: serde_json::Value = serde::Deserialize::deserialize(document)?;
-            if value.is_null() {
-                continue;
+        for mut value in parse_documents(&text, &file.display().to_string())? {
+            match value["kind"].as_str() {
+                Some("BackupPolicy") => {
+                    let azure = &mut value["spec"]["storage"]["azure"];
+                    azure["storageAccount"] = json!("devstoreaccount1");
+                    azure["endpointCA"] = json!({"name": "azurite-ca"});
+                }
+                Some("AppDatabase") => {
+                    value["spec"]["postgres"]["image"] = json!(homelab_e2e::POSTGRESQL_IMAGE);
+                    value["spec"]["instances"] = json!(1);
+                }
+                Some("HomelabApp") => app_secrets.extend(
+                    value["spec"]["secrets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s["keyVaultSecret"].as_str())
+                        .map(str::to_owned),
+                ),
+                other => bail!("unexpected kind {other:?} in {}", file.display()),
             }
-            if value["kind"] == "BackupPolicy" {
-                // Backups go to the emulated storage account.
-                value["spec"]["storage"]["azure"]["storageAccount"] = json!(az.account_name());
-                value["spec"]["storage"]["azure"]["endpoint"] = json!(az.blob_service_url());
-            }
-            let kind = value["kind"].as_str().unwrap_or_default().to_string();
-            let name = value["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let plural = match kind.as_str() {
-                "AppDatabase" => "appdatabases",
-                "HomelabApp" => "homelabapps",
-                "BackupPolicy" => "backuppolicies",
-                other => bail!("unexpected kind {other} in {}", file.display()),
-            };
-            let api: Api<DynamicObject> = Api::namespaced_with(
-                client.clone(),
-                NAMESPACE,
-                &resource("homelab.io", "v1alpha1", &kind, plural),
+            value["metadata"]["namespace"] = json!(NAMESPACE);
+            eprintln!(
+                "    {} {}",
+                value["kind"].as_str().unwrap_or_default(),
+                value["metadata"]["name"].as_str().unwrap_or_default()
             );
-            api.patch(
-                &name,
-                &PatchParams::apply("demo").force(),
-                &Patch::Apply(&value),
-            )
-            .await
-            .with_context(|| format!("applying {kind} {name}"))?;
-            eprintln!("    applied {kind} {name}");
+            documents.push(value);
         }
     }
+    // The apps' own secrets are the user's to create (`az keyvault secret set`); the demo does it.
+    let vault = homelab_e2e::Vault::new(plane)?;
+    for name in &app_secrets {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        vault.set(name, &format!("demo-{nanos:x}")).await?;
+        eprintln!("    Key Vault secret {name} (an app's own secret, set as a user would)");
+    }
+    let path = std::env::temp_dir().join("homelab-demo-examples.json");
+    apply_documents(plane.env(), &documents, &path).await?;
     Ok(())
 }
 
-async fn wait_for_convergence(client: &kube::Client) -> Result<()> {
-    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), NAMESPACE);
-    let deadline = Instant::now() + Duration::from_secs(120);
+async fn wait_for_databases(plane: &DataPlane) -> Result<()> {
+    let databases: Api<AppDatabase> = Api::namespaced(plane.env().client().await?, NAMESPACE);
+    let deadline = Instant::now() + Duration::from_secs(900);
     let mut last = String::new();
     loop {
         let list = databases.list(&Default::default()).await?;
-        let ready = list
+        let ready: Vec<String> = list
             .items
             .iter()
             .filter(|db| {
                 db.status.as_ref().is_some_and(|s| {
-                    s.password_origin.is_some()
-                        && s.backup
-                            .as_ref()
-                            .and_then(|b| b.sas_expires.as_ref())
-                            .is_some()
-                        && s.observed_generation == db.metadata.generation
+                    s.observed_generation == db.metadata.generation
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
                 })
             })
-            .count();
-        let line = format!("    {ready}/{} databases have their Azure side", APPS.len());
+            .map(|db| db.metadata.name.clone().unwrap_or_default())
+            .collect();
+        let line = format!(
+            "    {}/{} databases Ready: {}",
+            ready.len(),
+            APPS.len(),
+            ready.join(", ")
+        );
         if line != last {
             eprintln!("{line}");
             last = line;
         }
-        if ready == APPS.len() {
+        if ready.len() == APPS.len() {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
-                "the databases did not converge within two minutes (kubectl describe appdatabase -n {NAMESPACE})"
+                "not every database became Ready within 15 minutes (kubectl describe appdatabase -n {NAMESPACE})"
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
@@ -330,51 +281,6 @@ fn show(kubectl: &Path, kubeconfig: &Path, title: &str, args: &[&str]) -> Result
             args.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-    Ok(())
-}
-
-async fn show_azure(az: &AzureEmulators) -> Result<()> {
-    eprintln!("\n--- Key Vault secrets (emulator)");
-    let secrets = azure_security_keyvault_secrets::SecretClient::new(
-        az.key_vault_url(),
-        az.credential(),
-        Some(azure_security_keyvault_secrets::SecretClientOptions {
-            client_options: az.client_options(),
-            verify_challenge_resource: Some(false),
-            ..Default::default()
-        }),
-    )?;
-    let mut names: Vec<String> = Vec::new();
-    let mut pages = secrets.list_secret_properties(None)?;
-    while let Some(item) = pages.try_next().await? {
-        if let Some(id) = item.id {
-            names.push(id.rsplit('/').next().unwrap_or(&id).to_string());
-        }
-    }
-    names.sort();
-    for name in &names {
-        println!("{name}");
-    }
-    eprintln!("\n--- Blob containers (Azurite)");
-    let blobs = azure_storage_blob::BlobServiceClient::new(
-        url::Url::parse(az.blob_service_url())?,
-        Some(az.credential()),
-        Some(azure_storage_blob::BlobServiceClientOptions {
-            client_options: az.client_options(),
-            ..Default::default()
-        }),
-    )?;
-    let mut containers: Vec<String> = Vec::new();
-    let mut pages = blobs.list_containers(None)?;
-    while let Some(item) = pages.try_next().await? {
-        if let Some(name) = item.name {
-            containers.push(name);
-        }
-    }
-    containers.sort();
-    for name in &containers {
-        println!("{name}");
     }
     Ok(())
 }
