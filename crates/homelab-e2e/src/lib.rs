@@ -20,6 +20,15 @@ pub const POSTGRESQL_IMAGE: &str = "localhost/homelab/postgresql:17.12";
 /// The client image with `psql`.
 pub const PSQL_IMAGE: &str = "localhost/homelab/psql:17.12";
 
+/// How long a test waits for the real components to do one thing (a cluster becoming Ready, a
+/// backup completing): `HOMELAB_E2E_TIMEOUT` seconds, 600 by default.
+pub fn patience() -> Duration {
+    std::env::var("HOMELAB_E2E_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(600), Duration::from_secs)
+}
+
 /// The data plane, with the operator running in it (from `deploy/base`, leader elected).
 pub async fn data_plane() -> Result<&'static DataPlane> {
     let plane = DataPlane::get().await;
@@ -177,7 +186,7 @@ pub async fn run_with_wiring_of(
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     jobs.create(&PostParams::default(), &serde_json::from_value(body)?)
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + patience().min(Duration::from_secs(180));
     let pods: Api<Pod> = Api::namespaced(client, namespace);
     loop {
         let status = jobs.get(job).await?.status.unwrap_or_default();

@@ -5,11 +5,10 @@
 //! backups into Azurite with the SAS token the operator minted. No status here is written by a
 //! test.
 
-use std::time::Duration;
-
 use anyhow::{Result, ensure};
 use homelab_e2e::{
-    POSTGRESQL_IMAGE, apply, data_plane, get, run_with_wiring_of, wait_condition, wait_for_blob,
+    POSTGRESQL_IMAGE, apply, data_plane, get, patience, run_with_wiring_of, wait_condition,
+    wait_for_blob,
 };
 
 #[tokio::test]
@@ -75,7 +74,7 @@ spec:
         "linkding",
         "Ready",
         "True",
-        Duration::from_secs(600),
+        patience(),
     )
     .await?;
     // Ready comes from CloudNativePG's own status of the cluster it runs.
@@ -129,7 +128,7 @@ SQL"#,
         plane,
         "linkding-db-clean",
         "a WAL segment",
-        Duration::from_secs(300),
+        patience(),
         |n| n.starts_with(&format!("{server}/wals/")),
     )
     .await?;
@@ -137,7 +136,7 @@ SQL"#,
         plane,
         "linkding-db-clean",
         "a base backup",
-        Duration::from_secs(300),
+        patience(),
         |n| n.starts_with(&format!("{server}/base/")),
     )
     .await?;

@@ -1,16 +1,12 @@
 //! Restore drills against real CloudNativePG: one that restores the latest backup succeeds; one
 //! whose archive credentials are broken fails, with a reason a user can act on.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail, ensure};
 use homelab_e2e::{
-    POSTGRESQL_IMAGE, Vault, annotate, apply, backup_policy, condition, data_plane, get,
+    POSTGRESQL_IMAGE, Vault, annotate, apply, backup_policy, condition, data_plane, get, patience,
     psql_in_pod, wait_condition, wait_for, wait_gone,
 };
 use serde_json::Value;
-
-const MINUTES_10: Duration = Duration::from_secs(600);
 
 /// Requests a drill with `token` and waits until the policy records a finished drill of `wiki`
 /// started after the request; returns that record and the policy.
@@ -36,7 +32,7 @@ async fn drill(
         token,
     )
     .await?;
-    wait_for(&format!("the drill {token}"), MINUTES_10, || async {
+    wait_for(&format!("the drill {token}"), patience(), || async {
         let policy = get(plane, namespace, "backuppolicy", "drilled").await?;
         let record = policy["status"]["drills"]
             .as_array()
@@ -85,10 +81,10 @@ spec:
         "wiki",
         "Ready",
         "True",
-        MINUTES_10,
+        patience(),
     )
     .await?;
-    wait_for("the first base backup of wiki", MINUTES_10, || async {
+    wait_for("the first base backup of wiki", patience(), || async {
         let db = get(plane, &namespace, "appdatabase", "wiki").await?;
         Ok(db["status"]["backup"]["lastSuccessfulBackup"]
             .is_string()
@@ -112,7 +108,7 @@ spec:
         policy["status"]
     );
     let cluster = record["cluster"].as_str().context("no drill cluster")?;
-    wait_gone(plane, &namespace, "cluster", cluster, MINUTES_10).await?;
+    wait_gone(plane, &namespace, "cluster", cluster, patience()).await?;
 
     // Break the archive's credentials as a person could: a new version of the Key Vault secret
     // holding a token whose signature is wrong. The operator leaves a secret it did not write
@@ -144,7 +140,7 @@ spec:
         &format!("{:?}", std::time::SystemTime::now()),
     )
     .await?;
-    wait_for("ESO syncing the broken token", MINUTES_10, || async {
+    wait_for("ESO syncing the broken token", patience(), || async {
         let secret = get(plane, &namespace, "secret", "wiki-db-backup-sas").await?;
         let synced = secret["data"]
             .as_object()
@@ -172,7 +168,7 @@ spec:
         "wiki",
         "BackupReady",
         "False",
-        MINUTES_10,
+        patience(),
     )
     .await?;
 

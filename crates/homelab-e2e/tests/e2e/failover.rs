@@ -2,15 +2,13 @@
 //! `deploy/base` takes the lease and finishes the database, and the password generated in Key
 //! Vault is the one generated before the kill.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail, ensure};
 use homelab_e2e::{
-    POSTGRESQL_IMAGE, Vault, apply, condition, data_plane, exists, get, wait_condition, wait_for,
+    POSTGRESQL_IMAGE, Vault, apply, condition, data_plane, exists, get, patience, wait_condition,
+    wait_for,
 };
 use homelab_testenv::data_plane::components::kubectl;
 
-const MINUTES_10: Duration = Duration::from_secs(600);
 const OPERATOR_NAMESPACE: &str = "homelab-system";
 
 async fn leader(plane: &homelab_testenv::data_plane::DataPlane) -> Result<String> {
@@ -50,7 +48,7 @@ spec:
     .await?;
 
     // Mid-convergence: the operator has written the Cluster, which is not running yet.
-    wait_for("the operator writing the Cluster", MINUTES_10, || async {
+    wait_for("the operator writing the Cluster", patience(), || async {
         Ok(exists(plane, &namespace, "cluster", "feeds-db-cnpg-v1")
             .await?
             .then_some(()))
@@ -86,7 +84,7 @@ spec:
         "feeds",
         "Ready",
         "True",
-        MINUTES_10,
+        patience(),
     )
     .await?;
     let new_leader = leader(plane).await?;

@@ -1,16 +1,12 @@
 //! `usePooler`: an app whose database has a PgBouncer pooler connects through real PgBouncer,
 //! run by CloudNativePG's Pooler, with exactly the wiring its Deployment gets.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, ensure};
 use homelab_e2e::{
-    POSTGRESQL_IMAGE, PSQL_WITH_WIRING, apply, client_app, data_plane, get, run_with_wiring_of,
-    wait_condition, wait_for,
+    POSTGRESQL_IMAGE, PSQL_WITH_WIRING, apply, client_app, data_plane, get, patience,
+    run_with_wiring_of, wait_condition, wait_for,
 };
 use homelab_testenv::data_plane::components::kubectl;
-
-const MINUTES_10: Duration = Duration::from_secs(600);
 
 #[tokio::test]
 async fn use_pooler_connects_through_pgbouncer() -> Result<()> {
@@ -40,7 +36,7 @@ spec:
         "n8n",
         "Ready",
         "True",
-        MINUTES_10,
+        patience(),
     )
     .await?;
     let pooler_host = database["status"]["endpoints"]["pooler"]
@@ -48,7 +44,7 @@ spec:
         .context("status.endpoints.pooler is not set")?
         .to_owned();
     // The Pooler's Deployment runs PgBouncer from the node's image.
-    wait_for("a ready PgBouncer pod", MINUTES_10, || async {
+    wait_for("a ready PgBouncer pod", patience(), || async {
         let deployment = get(plane, &namespace, "deployment", "n8n-db-pooler").await?;
         Ok((deployment["status"]["readyReplicas"]
             .as_i64()

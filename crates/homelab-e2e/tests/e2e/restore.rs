@@ -2,17 +2,13 @@
 //! point-in-time restore into a new AppDatabase read through its own wiring, and what deleting
 //! does under each `deletionPolicy`.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail, ensure};
 use homelab_e2e::{
     POSTGRESQL_IMAGE, PSQL_WITH_WIRING, Vault, annotate, apply, backup_policy, blob_names,
-    client_app, container_exists, data_plane, delete, exists, get, names, run_with_wiring_of,
-    wait_condition, wait_for, wait_for_blob, wait_gone,
+    client_app, container_exists, data_plane, delete, exists, get, names, patience,
+    run_with_wiring_of, wait_condition, wait_for, wait_for_blob, wait_gone,
 };
 use serde_json::Value;
-
-const MINUTES_10: Duration = Duration::from_secs(600);
 
 fn database(name: &str, extra: &str) -> String {
     format!(
@@ -56,7 +52,7 @@ async fn on_demand_backup_point_in_time_restore_and_deletion_policies() -> Resul
         "notes",
         "Ready",
         "True",
-        MINUTES_10,
+        patience(),
     )
     .await?;
 
@@ -70,7 +66,7 @@ async fn on_demand_backup_point_in_time_restore_and_deletion_policies() -> Resul
         "before-writes",
     )
     .await?;
-    let (db, request) = wait_for("the on-demand backup before-writes", MINUTES_10, || async {
+    let (db, request) = wait_for("the on-demand backup before-writes", patience(), || async {
         let db = get(plane, &namespace, "appdatabase", "notes").await?;
         let Some(request) = db["status"]["onDemandBackups"]
             .as_array()
@@ -184,7 +180,7 @@ SQL"#
         plane,
         "notes-db-clean",
         "the WAL segment of the second write",
-        MINUTES_10,
+        patience(),
         |n| n.starts_with(&prefix),
     )
     .await?;
@@ -208,7 +204,7 @@ SQL"#
         "notes-restored",
         "Ready",
         "True",
-        MINUTES_10,
+        patience(),
     )
     .await?;
     let rows = run_with_wiring_of(
@@ -245,7 +241,7 @@ SQL"#
         &namespace,
         "appdatabase",
         "notes-restored",
-        MINUTES_10,
+        patience(),
     )
     .await?;
     wait_gone(
@@ -253,13 +249,13 @@ SQL"#
         &namespace,
         "cluster",
         "notes-restored-db-cnpg-v1",
-        MINUTES_10,
+        patience(),
     )
     .await?;
     let selector = "cnpg.io/cluster=notes-restored-db-cnpg-v1";
     wait_for(
         "removal of the restored cluster's volumes",
-        MINUTES_10,
+        patience(),
         || async {
             let claims = names(plane, &namespace, "pvc", selector).await?;
             if claims.is_empty() {
@@ -290,7 +286,7 @@ SQL"#
 
     // Retain (the default): the running cluster, its volumes, its backups and its data stay.
     delete(plane, &namespace, "appdatabase", "notes").await?;
-    wait_gone(plane, &namespace, "appdatabase", "notes", MINUTES_10).await?;
+    wait_gone(plane, &namespace, "appdatabase", "notes", patience()).await?;
     let cluster: Value = get(plane, &namespace, "cluster", "notes-db-cnpg-v1").await?;
     ensure!(
         cluster["metadata"]["deletionTimestamp"].is_null()
