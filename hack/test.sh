@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real components, in two phases:
-# 1. every crate but homelab-e2e under `homelab-testenv exec`, which starts one control plane for
+# 1. every crate but homelab-e2e and homelab-demo under `homelab-testenv exec`, which starts one control plane for
 #    all test binaries (homelab-testenv's own node tests start and stop data planes of their own);
-# 2. the end-to-end tests (hack/e2e.sh) on a data plane: a control plane with a real node, the
+# 2. the end-to-end tests and the demo (hack/e2e.sh) on a data plane: a control plane with a real node, the
 #    operator installed in it from deploy/base, CloudNativePG, the Barman Cloud Plugin and External
 #    Secrets Operator.
 # Extra arguments go to the first phase's `cargo test` (e.g. `hack/test.sh -p homelab-render`);
@@ -23,7 +23,7 @@ cargo build --quiet -p homelab-testenv --bin homelab-testenv
 if [ $# -gt 0 ]; then
   cargo test --workspace --no-run "$@"
 else
-  cargo test --workspace --exclude homelab-e2e --no-run
+  cargo test --workspace --exclude homelab-e2e --exclude homelab-demo --no-run
 fi
 
 # --no-fail-fast: one failing test binary does not hide the results of the others.
@@ -31,7 +31,7 @@ status=0
 if [ $# -gt 0 ]; then
   "$target_dir/debug/homelab-testenv" exec -- cargo test --workspace --no-fail-fast "$@" 2>&1 | tee -a "$log" || status=$?
 else
-  "$target_dir/debug/homelab-testenv" exec -- cargo test --workspace --exclude homelab-e2e --no-fail-fast 2>&1 | tee -a "$log" || status=$?
+  "$target_dir/debug/homelab-testenv" exec -- cargo test --workspace --exclude homelab-e2e --exclude homelab-demo --no-fail-fast 2>&1 | tee -a "$log" || status=$?
   HOMELAB_TEST_LOG="$log" bash hack/e2e.sh --append-log || status=$?
 fi
 bash hack/test-summary.sh "$log"

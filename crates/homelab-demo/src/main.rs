@@ -71,12 +71,12 @@ async fn demo(args: Args) -> Result<()> {
          External Secrets Operator, the Azure emulators under their Azure host names, and homelab-operator from deploy/base \
          (the first run builds them, see the README)",
     );
-    let plane = DataPlane::start()
+    // Attached to a running data plane (`homelab-testenv exec --data-plane`, as the end-to-end
+    // phase of `make test` runs this demo), or a new one.
+    let plane = DataPlane::from_env()
         .await
         .context("starting the data plane")?;
-    if plane.operator_image().is_none() {
-        bail!("the operator is not installed: run `make demo`, which sets HOMELAB_OPERATOR_BINARY");
-    }
+    homelab_e2e::operator_running(&plane).await?;
     done(t);
     let kubeconfig = plane.env().kubeconfig_path().to_path_buf();
 
@@ -158,7 +158,7 @@ async fn demo(args: Args) -> Result<()> {
         eprintln!("Everything keeps running; press Ctrl-C to stop and remove it all.");
         tokio::signal::ctrl_c().await?;
     }
-    let t = step("Stopping the data plane and removing the node");
+    let t = step("Stopping the data plane and removing the node (unless it was attached to)");
     drop(plane);
     done(t);
     Ok(())

@@ -32,11 +32,17 @@ pub fn patience() -> Duration {
 /// The data plane, with the operator running in it (from `deploy/base`, leader elected).
 pub async fn data_plane() -> Result<&'static DataPlane> {
     let plane = DataPlane::get().await;
+    operator_running(plane).await?;
+    Ok(plane)
+}
+
+/// Fails unless the operator installed from `deploy/base` has a ready replica in `plane`.
+pub async fn operator_running(plane: &DataPlane) -> Result<()> {
     let client = plane.env().client().await?;
     let deployments: Api<Deployment> = Api::namespaced(client, "homelab-system");
     let operator = deployments.get_opt("homelab-operator").await?.context(
         "homelab-operator is not installed in the data plane: start it with \
-         HOMELAB_OPERATOR_BINARY set (make e2e does)",
+         HOMELAB_OPERATOR_BINARY set (make e2e and make demo do)",
     )?;
     let ready = operator
         .status
@@ -45,7 +51,7 @@ pub async fn data_plane() -> Result<&'static DataPlane> {
     if ready < 1 {
         bail!("homelab-operator has no ready replica in the data plane");
     }
-    Ok(plane)
+    Ok(())
 }
 
 /// Applies `yaml` (one or more documents) server-side into `namespace`.
