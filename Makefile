@@ -1,5 +1,5 @@
 # Task runner. Targets stay thin: the logic lives in hack/ and in the Rust crates.
-.PHONY: test e2e lint control-plane node demo crds bench chaos fuzz
+.PHONY: test e2e lint control-plane node argocd demo crds bench chaos fuzz
 
 # Every test of the workspace, against one real control plane (built first if not cached).
 test:
@@ -22,6 +22,11 @@ control-plane:
 node:
 	bash hack/build-node.sh
 	bash hack/build-data-plane.sh
+
+# Argo CD (application controller, repo-server, ApplicationSet controller, API server, CLI) and
+# kustomize, built from Go modules into the cache, for the tests that run Argo CD for real.
+argocd:
+	bash hack/build-argocd.sh
 
 # The operator process against a private control plane (and the Azure emulators): convergence
 # against its floor, write amplification, reaction latency, footprint, start-up. Writes the figures

@@ -106,6 +106,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Building, installing or running Argo CD failed.
+    #[error("Argo CD: {what}: {reason}")]
+    ArgoCd {
+        /// The step, naming the command or request.
+        what: String,
+        /// What failed, and what to do where it is known.
+        reason: String,
+    },
+
     /// A request to the apiserver failed.
     #[error("{what}: {source}")]
     Kube {

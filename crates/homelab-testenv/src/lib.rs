@@ -28,6 +28,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use secrecy::SecretString;
 use tokio::sync::OnceCell;
 
+pub mod argocd;
 pub mod azure;
 pub mod binaries;
 pub mod cluster;

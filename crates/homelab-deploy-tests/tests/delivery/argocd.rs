@@ -30,16 +30,22 @@ fn health_dir(kind: &str) -> PathBuf {
         .join(kind)
 }
 
-/// A JSON value as a Lua expression. Numbers become floats, as in Argo CD, whose Lua sees every
-/// number as a float64.
+/// A JSON value as a Lua expression. Argo CD's Lua (gopher-lua) holds every number as a float64
+/// and prints an integral one without a decimal point (`"generation " .. 2` is `"generation 2"`);
+/// Lua 5.4 does the same only for integers, so integral numbers are written as integers.
 fn lua_literal(value: &Value, out: &mut String) {
     match value {
         Value::Null => out.push_str("nil"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            let f = n.as_f64().unwrap_or(f64::NAN);
-            let _ = write!(out, "{f:?}");
-        }
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => {
+                let _ = write!(out, "{i}");
+            }
+            None => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                let _ = write!(out, "{f:?}");
+            }
+        },
         Value::String(s) => lua_string(s, out),
         Value::Array(items) => {
             out.push('{');

@@ -16,9 +16,13 @@ local transient = {
   ObjectStoreMissing = true,
   WaitingForExternalSecrets = true,
   WaitingForFirstBackup = true,
+  RestoreStarting = true,
+  SourceHasNoBackup = true,
   KubernetesAPIError = true,
   ApplyFailed = true,
   AzureError = true,
+  AzureUnreachable = true,
+  AzureThrottled = true,
 }
 
 local function find_condition(status, condition_type)
@@ -54,7 +58,7 @@ if status == nil or status.observedGeneration == nil then
 end
 if generation ~= nil and status.observedGeneration < generation then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to reconcile generation " .. string.format("%d", generation)
+  hs.message = "Waiting for the operator to reconcile generation " .. generation
   return hs
 end
 

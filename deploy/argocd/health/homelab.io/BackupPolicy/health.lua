@@ -1,9 +1,9 @@
--- Argo CD health of a homelab.io BackupPolicy, from spec.suspend, its Ready condition and
--- observedGeneration.
+-- Argo CD health of a homelab.io BackupPolicy, from spec.suspend, its Ready and DrillSucceeded
+-- conditions and observedGeneration.
 --   Suspended:   spec.suspend is true: no base backups and no restore drills are scheduled.
 --   Progressing: the operator has not yet observed the current generation, or retries an error.
 --   Degraded:    Ready=False for a reason that needs a change from someone (bad schedule, missing
---                CRD, failed restore drill).
+--                CRD), or DrillSucceeded=False (the last restore drill failed).
 --   Healthy:     Ready=True for the current generation.
 local hs = {}
 
@@ -53,7 +53,7 @@ if status == nil or status.observedGeneration == nil then
 end
 if generation ~= nil and status.observedGeneration < generation then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to reconcile generation " .. string.format("%d", generation)
+  hs.message = "Waiting for the operator to reconcile generation " .. generation
   return hs
 end
 
@@ -61,6 +61,14 @@ local ready = find_condition(status, "Ready")
 if ready == nil or (generation ~= nil and ready.observedGeneration ~= nil and ready.observedGeneration < generation) then
   hs.status = "Progressing"
   hs.message = "Waiting for the Ready condition"
+  return hs
+end
+-- A failed restore drill is reported next to Ready (the policy itself is fine): the backups it
+-- stands for are not proven to restore.
+local drill = find_condition(status, "DrillSucceeded")
+if ready.status == "True" and drill ~= nil and drill.status == "False" then
+  hs.status = "Degraded"
+  hs.message = describe(drill)
   return hs
 end
 if ready.status == "True" then

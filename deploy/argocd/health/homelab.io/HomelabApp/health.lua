@@ -50,7 +50,7 @@ if status == nil or status.observedGeneration == nil then
 end
 if generation ~= nil and status.observedGeneration < generation then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to reconcile generation " .. string.format("%d", generation)
+  hs.message = "Waiting for the operator to reconcile generation " .. generation
   return hs
 end
 

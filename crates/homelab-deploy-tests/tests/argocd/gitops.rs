@@ -1,0 +1,403 @@
+//! The GitOps layout of `examples/gitops`, synced by Argo CD from a git repository holding the
+//! repository's `examples/`, with the operator running against the same control plane.
+//!
+//! The ApplicationSets are applied as the layout's README says, with two changes a user makes
+//! too: `repoURL` names the repository they sync from, and the git generator polls every 10 s
+//! (`requeueAfterSeconds`) instead of every 3 minutes, so that a change in git shows quickly.
+//! The operator runs without Azure (`--azure=false`): the examples' vaults and storage accounts
+//! are not emulated here, and what is under test is Argo CD's view of what the operator writes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use homelab_deploy_tests::{read_documents, repo_root};
+use homelab_testenv::argocd::copy_tree;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::{Stage, argo_resource, homelab_resource, text};
+
+const UPSTREAM_REPO: &str = "https://github.com/homelab-operator/homelab-operator.git";
+const APPS: [&str; 5] = ["commafeed", "linkding", "listmonk", "n8n", "wallabag"];
+const ENVIRONMENTS: [&str; 3] = ["dev", "qa", "prod"];
+const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The operator, in this process, watching every namespace, until dropped.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    async fn start(stage: &Stage) -> Result<Self> {
+        homelab_operator::telemetry::init(homelab_operator::config::LogFormat::Text);
+        let port = homelab_testenv::process::free_port()?;
+        let config = homelab_operator::config::RunConfig::from_args([
+            format!("--http-addr=127.0.0.1:{port}"),
+            "--leader-election=false".into(),
+            "--azure=false".into(),
+        ])?;
+        let client = stage.env.client().await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(err) = homelab_operator::run_with(config, client, None, shutdown).await {
+                tracing::error!("the operator stopped: {err}");
+            }
+        });
+        Ok(Self {
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// The ApplicationSets of `examples/gitops/argocd`, reading from `repo_url`.
+fn application_sets(repo_url: &str) -> Result<Vec<Value>> {
+    let mut sets = Vec::new();
+    for environment in ENVIRONMENTS {
+        let path = repo_root().join(format!(
+            "examples/gitops/argocd/applicationset-{environment}.yaml"
+        ));
+        let text = std::fs::read_to_string(&path)?;
+        ensure!(
+            text.contains(UPSTREAM_REPO),
+            "{} does not name {UPSTREAM_REPO}",
+            path.display()
+        );
+        let mut documents =
+            homelab_deploy_tests::parse_documents(&text.replace(UPSTREAM_REPO, repo_url))?;
+        for set in &mut documents {
+            let generators = set
+                .pointer_mut("/spec/generators")
+                .and_then(Value::as_array_mut)
+                .context("an ApplicationSet without generators")?;
+            for generator in generators {
+                if let Some(git) = generator.get_mut("git").and_then(Value::as_object_mut) {
+                    git.insert("requeueAfterSeconds".into(), json!(10));
+                }
+            }
+        }
+        sets.extend(documents);
+    }
+    Ok(sets)
+}
+
+fn expected_applications() -> BTreeSet<String> {
+    APPS.iter()
+        .flat_map(|app| ENVIRONMENTS.iter().map(move |env| format!("{app}-{env}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn argo_cd_syncs_the_gitops_layout_and_the_operator_reconciles_it() -> Result<()> {
+    let stage = Stage::start("homelab").await?;
+    stage.install_health_checks().await?;
+    copy_tree(
+        &repo_root().join("examples"),
+        &stage.repo.path().join("examples"),
+    )?;
+    stage.repo.commit("the examples")?;
+
+    // The stores the overlays name, as a user creates them once per cluster.
+    let stores: Api<DynamicObject> = Api::all_with(
+        stage.client.clone(),
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "external-secrets.io",
+            "v1",
+            "ClusterSecretStore",
+        )),
+    );
+    for store in ["azure-keyvault", "azure-keyvault-nonprod"] {
+        let object = json!({
+            "apiVersion": "external-secrets.io/v1",
+            "kind": "ClusterSecretStore",
+            "metadata": {"name": store},
+            "spec": {"provider": {"azurekv": {
+                "vaultUrl": format!("https://{store}.vault.azure.net"),
+                "authType": "WorkloadIdentity",
+                "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"},
+            }}},
+        });
+        stores
+            .patch(
+                store,
+                &PatchParams::apply("homelab-deploy-tests").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .with_context(|| format!("creating ClusterSecretStore {store}"))?;
+    }
+
+    let _operator = Operator::start(&stage).await?;
+    let sets: Api<DynamicObject> = Api::namespaced_with(
+        stage.client.clone(),
+        homelab_testenv::argocd::NAMESPACE,
+        &argo_resource("ApplicationSet"),
+    );
+    for set in application_sets(&stage.repo.url())? {
+        let name = text(&set, "/metadata/name").to_owned();
+        sets.patch(
+            &name,
+            &PatchParams::apply("homelab-deploy-tests").force(),
+            &Patch::Apply(&set),
+        )
+        .await
+        .with_context(|| format!("applying ApplicationSet {name}"))?;
+    }
+
+    // An Application per app and environment, each Synced, none Degraded.
+    let expected = expected_applications();
+    let applications = stage.applications();
+    stage
+        .wait("every Application Synced", SYNC_TIMEOUT, || {
+            let applications = applications.clone();
+            let expected = &expected;
+            async move {
+                let list = applications.list(&Default::default()).await?;
+                let mut seen = BTreeSet::new();
+                let mut waiting = Vec::new();
+                for app in list {
+                    let app = serde_json::to_value(app)?;
+                    let name = text(&app, "/metadata/name").to_owned();
+                    let sync = text(&app, "/status/sync/status");
+                    let health = text(&app, "/status/health/status");
+                    if sync != "Synced"
+                        || health.is_empty()
+                        || health == "Degraded"
+                        || health == "Missing"
+                    {
+                        waiting.push(format!(
+                            "{name}: {sync} {health} {}",
+                            text(&app, "/status/conditions/0/message")
+                        ));
+                    }
+                    seen.insert(name);
+                }
+                Ok(if &seen != expected {
+                    Err(format!("Applications {seen:?}, expected {expected:?}"))
+                } else if !waiting.is_empty() {
+                    Err(waiting.join("; "))
+                } else {
+                    Ok(())
+                })
+            }
+        })
+        .await?;
+
+    // The operator reconciled what Argo CD applied: every custom resource has a status for its
+    // generation.
+    for kind in ["HomelabApp", "AppDatabase", "BackupPolicy"] {
+        let api: Api<DynamicObject> = Api::all_with(stage.client.clone(), &homelab_resource(kind));
+        stage
+            .wait(
+                &format!("the operator's status on every {kind}"),
+                SYNC_TIMEOUT,
+                || {
+                    let api = api.clone();
+                    async move {
+                        let list = api.list(&Default::default()).await?;
+                        let count = list.items.len();
+                        let behind: Vec<String> = list
+                            .into_iter()
+                            .filter(|o| {
+                                o.data
+                                    .pointer("/status/observedGeneration")
+                                    .and_then(Value::as_i64)
+                                    != o.metadata.generation
+                            })
+                            .map(|o| {
+                                format!(
+                                    "{}/{}",
+                                    o.metadata.namespace.unwrap_or_default(),
+                                    o.metadata.name.unwrap_or_default()
+                                )
+                            })
+                            .collect();
+                        Ok(if count != 15 {
+                            Err(format!("{count} {kind}s, expected 15"))
+                        } else if behind.is_empty() {
+                            Ok(())
+                        } else {
+                            Err(format!("not reconciled yet: {}", behind.join(", ")))
+                        })
+                    }
+                },
+            )
+            .await?;
+    }
+
+    // The operator's writes (status, children) leave every Application Synced: after a hard
+    // refresh Argo CD compares again, and finds nothing to sync.
+    for name in &expected {
+        applications
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}}),
+                ),
+            )
+            .await?;
+    }
+    stage
+        .wait(
+            "every Application compared again, and Synced",
+            SYNC_TIMEOUT,
+            || {
+                let applications = applications.clone();
+                async move {
+                    let list = applications.list(&Default::default()).await?;
+                    let mut problems = Vec::new();
+                    for app in list {
+                        let app = serde_json::to_value(app)?;
+                        let name = text(&app, "/metadata/name");
+                        let refreshing = app
+                            .pointer("/metadata/annotations/argocd.argoproj.io~1refresh")
+                            .is_some();
+                        let out_of_sync: Vec<String> = app
+                            .pointer("/status/resources")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter(|r| text(r, "/status") != "Synced")
+                            .map(|r| {
+                                format!(
+                                    "{} {}: {}",
+                                    text(r, "/kind"),
+                                    text(r, "/name"),
+                                    text(r, "/status")
+                                )
+                            })
+                            .collect();
+                        if refreshing {
+                            problems.push(format!("{name}: refresh pending"));
+                        } else if text(&app, "/status/sync/status") != "Synced"
+                            || !out_of_sync.is_empty()
+                        {
+                            problems.push(format!("{name}: OutOfSync {}", out_of_sync.join(", ")));
+                        }
+                    }
+                    Ok(if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(problems.join("; "))
+                    })
+                }
+            },
+        )
+        .await?;
+
+    // The resource tree shows the operator's children under each custom resource.
+    for name in &expected {
+        let tree = stage
+            .argocd
+            .get(&format!("/api/v1/applications/{name}/resource-tree"))
+            .await?;
+        let nodes = tree["nodes"].as_array().cloned().unwrap_or_default();
+        let children_of = |kind: &str| -> BTreeSet<String> {
+            nodes
+                .iter()
+                .filter(|n| {
+                    n["parentRefs"].as_array().is_some_and(|parents| {
+                        parents
+                            .iter()
+                            .any(|p| text(p, "/kind") == kind && text(p, "/group") == "homelab.io")
+                    })
+                })
+                .map(|n| text(n, "/kind").to_owned())
+                .collect()
+        };
+        let app_children = children_of("HomelabApp");
+        for kind in ["Deployment", "Service", "NetworkPolicy"] {
+            ensure!(
+                app_children.contains(kind),
+                "{name}: Argo CD's tree shows no {kind} under the HomelabApp (it shows {app_children:?})"
+            );
+        }
+        let database_children = children_of("AppDatabase");
+        ensure!(
+            database_children.contains("ExternalSecret"),
+            "{name}: Argo CD's tree shows no ExternalSecret under the AppDatabase (it shows {database_children:?})"
+        );
+    }
+
+    // An app removed from git: its Application goes, and with it the HomelabApp and the
+    // AppDatabase; the database's deletionPolicy is Retain, so its CloudNativePG cluster stays.
+    let clusters: Api<DynamicObject> = Api::namespaced_with(
+        stage.client.clone(),
+        "linkding-dev",
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "postgresql.cnpg.io",
+            "v1",
+            "Cluster",
+        )),
+    );
+    ensure!(
+        clusters.get_opt("linkding-db-cnpg-v1").await?.is_some(),
+        "the operator made no cluster linkding-db-cnpg-v1 in linkding-dev"
+    );
+    let base =
+        read_documents(&repo_root().join("examples/gitops/apps/linkding/base/linkding.yaml"))?;
+    ensure!(
+        base.iter().any(|d| text(d, "/kind") == "AppDatabase"
+            && d.pointer("/spec/deletionPolicy")
+                .is_none_or(|p| p == "Retain")),
+        "the linkding example's AppDatabase is expected to keep the default deletionPolicy Retain"
+    );
+    std::fs::remove_dir_all(
+        stage
+            .repo
+            .path()
+            .join("examples/gitops/apps/linkding/overlays/dev"),
+    )?;
+    stage.repo.commit("linkding leaves dev")?;
+    stage
+        .wait(
+            "Application linkding-dev deleted with its resources",
+            SYNC_TIMEOUT,
+            || {
+                let applications = applications.clone();
+                let client = stage.client.clone();
+                async move {
+                    if applications.get_opt("linkding-dev").await?.is_some() {
+                        return Ok(Err("Application linkding-dev still exists".into()));
+                    }
+                    for kind in ["HomelabApp", "AppDatabase"] {
+                        let api: Api<DynamicObject> = Api::namespaced_with(
+                            client.clone(),
+                            "linkding-dev",
+                            &homelab_resource(kind),
+                        );
+                        if api.get_opt("linkding").await?.is_some() {
+                            return Ok(Err(format!("{kind} linkding-dev/linkding still exists")));
+                        }
+                    }
+                    Ok(Ok(()))
+                }
+            },
+        )
+        .await?;
+    ensure!(
+        clusters.get_opt("linkding-db-cnpg-v1").await?.is_some(),
+        "deleting linkding from git deleted its CloudNativePG cluster, but its deletionPolicy is Retain"
+    );
+    ensure!(
+        applications.get_opt("linkding-qa").await?.is_some(),
+        "removing linkding's dev overlay removed linkding-qa too"
+    );
+    Ok(())
+}
