@@ -6,8 +6,7 @@
 //!   the way the README says, judged by Argo CD's application controller for every case of their
 //!   `health_test.yaml` and every reason the operator reports.
 //! - `gitops`: the `examples/gitops` ApplicationSets generate an Application per app and
-//!   environment, Argo CD syncs them, the operator reconciles what Argo CD applied, and deleting an
-//!   app from git follows its deletion policy.
+//!   environment, Argo CD syncs them, and the operator reconciles what Argo CD applied.
 
 mod gitops;
 mod health;
