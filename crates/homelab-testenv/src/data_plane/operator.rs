@@ -59,7 +59,33 @@ pub async fn install(
         extra_text.push('\n');
     }
     write(&overlay.join("azure.yaml"), &extra_text)?;
-    let patch = json!({
+    let patch = deployment_patch();
+    write(&overlay.join("deployment-patch.yaml"), &patch.to_string())?;
+    // Kustomize takes only relative paths to a base.
+    let base = relative_to(&overlay, &repo_root().join("deploy/base"));
+    write(
+        &overlay.join("kustomization.yaml"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {base}\n  - azure.yaml\n\
+             images:\n  - name: ghcr.io/homelab-operator/homelab-operator\n    newName: {name}\n    newTag: \"{tag}\"\n\
+             patches:\n  - path: deployment-patch.yaml\n",
+            base = base.display(),
+        ),
+    )?;
+    let rendered = kubectl(env, &["kustomize", &overlay.display().to_string()]).await?;
+    let rendered_path = work.join("operator.yaml");
+    write(&rendered_path, &rendered)?;
+    components::apply_file(env, &rendered_path).await?;
+    components::wait_available(env, NAMESPACE, DEPLOYMENT).await
+}
+
+/// The strategic-merge patch of `deploy/base`'s Deployment that the install here makes: the image
+/// is never pulled, the Azure settings and client secret come from the Secret
+/// `homelab-operator-azure` and the emulators' CA from the ConfigMap `homelab-operator-ca`
+/// (both created by [`install`]), and workload identity is off.
+pub fn deployment_patch() -> serde_json::Value {
+    json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": { "name": DEPLOYMENT },
@@ -81,25 +107,7 @@ pub async fn install(
                 { "name": "ca", "configMap": { "name": "homelab-operator-ca" } },
             ],
         } } },
-    });
-    write(&overlay.join("deployment-patch.yaml"), &patch.to_string())?;
-    // Kustomize takes only relative paths to a base.
-    let base = relative_to(&overlay, &repo_root().join("deploy/base"));
-    write(
-        &overlay.join("kustomization.yaml"),
-        &format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources:\n  - {base}\n  - azure.yaml\n\
-             images:\n  - name: ghcr.io/homelab-operator/homelab-operator\n    newName: {name}\n    newTag: \"{tag}\"\n\
-             patches:\n  - path: deployment-patch.yaml\n",
-            base = base.display(),
-        ),
-    )?;
-    let rendered = kubectl(env, &["kustomize", &overlay.display().to_string()]).await?;
-    let rendered_path = work.join("operator.yaml");
-    write(&rendered_path, &rendered)?;
-    components::apply_file(env, &rendered_path).await?;
-    components::wait_available(env, NAMESPACE, DEPLOYMENT).await
+    })
 }
 
 /// `target` as a path relative to the directory `from` (both absolute).
