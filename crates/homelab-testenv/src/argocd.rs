@@ -149,6 +149,12 @@ impl ArgoCd {
             ),
             ("ARGOCD_GPG_ENABLED", "false".to_owned()),
             ("TMPDIR", root.join("tmp").display().to_string()),
+            // The repo-server's askpass socket defaults to one fixed path in /tmp, which a second
+            // Argo CD on the machine (a parallel test) would find taken.
+            (
+                "ARGOCD_ASK_PASS_SOCK",
+                root.join("ask-pass.sock").display().to_string(),
+            ),
             ("HOME", root.join("home").display().to_string()),
             ("PATH", path.to_string_lossy().into_owned()),
             // git reads no configuration of this machine's users.
