@@ -211,6 +211,10 @@ impl ArgoCd {
                 "--client-ca-path=",
                 "--address",
                 "127.0.0.1",
+                // How long a branch's resolved commit is cached (3 minutes by default, tuned for
+                // remote hosts): a test that commits expects Argo CD to see it within seconds.
+                "--revision-cache-expiration",
+                "5s",
             ],
         )
         .await?;

@@ -31,9 +31,11 @@ const READYZ_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ADMIN_USER: &str = "homelab-testenv-admin";
 
 /// Controllers run by kube-controller-manager: enough for owner references, namespace deletion,
-/// service-account tokens and aggregated ClusterRoles to behave as in a real cluster.
-pub const CONTROLLERS: &str =
-    "garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation";
+/// service-account tokens, aggregated ClusterRoles and the deletion of volumes (the apiserver
+/// puts the protection finalizers on every claim and volume; these controllers lift them) to
+/// behave as in a real cluster.
+pub const CONTROLLERS: &str = "garbagecollector,namespace,serviceaccount,serviceaccount-token,\
+clusterrole-aggregation,pvc-protection,pv-protection";
 
 /// The audit policy: metadata of every write request, nothing else.
 const AUDIT_POLICY: &str = "\
@@ -50,9 +52,8 @@ rules:
 /// Jobs, Services and PersistentVolumeClaims into pods, endpoints and bound volumes, and the node
 /// lifecycle controller, which lifts the `not-ready` taint the kubelet registers the node with.
 pub const NODE_CONTROLLERS: &str = "deployment,replicaset,statefulset,daemonset,job,cronjob,\
-endpoint,endpointslice,endpointslicemirroring,persistentvolume-binder,pv-protection,\
-pvc-protection,disruption,podgc,ttl-after-finished,root-ca-cert-publisher,ephemeral-volume,\
-nodelifecycle";
+endpoint,endpointslice,endpointslicemirroring,persistentvolume-binder,disruption,podgc,\
+ttl-after-finished,root-ca-cert-publisher,ephemeral-volume,nodelifecycle";
 
 /// kube-apiserver's port on the node's address, when the control plane serves a node.
 pub const NODE_APISERVER_PORT: u16 = 6443;

@@ -353,5 +353,89 @@ async fn argo_cd_syncs_the_gitops_layout_and_the_operator_reconciles_it() -> Res
         clusters.get_opt("linkding-db-cnpg-v1").await?.is_some(),
         "the operator made no cluster linkding-db-cnpg-v1 in linkding-dev"
     );
+
+    delete_from_git_keeps_the_database(&stage, &clusters).await
+}
+
+/// Removing linkding's dev overlay from git: the ApplicationSet deletes the Application, Argo CD
+/// deletes what it synced (the HomelabApp, the AppDatabase, the BackupPolicy) with the children
+/// they own, and the AppDatabase's default `deletionPolicy: Retain` keeps the CloudNativePG
+/// cluster, as the CRD reference documents. (Without Azure the operator puts no finalizer on the
+/// AppDatabase, having nothing outside the cluster to clean up: what keeps the cluster is that it
+/// carries no owner reference.)
+async fn delete_from_git_keeps_the_database(
+    stage: &Stage,
+    clusters: &Api<DynamicObject>,
+) -> Result<()> {
+    let overlay = stage
+        .repo
+        .path()
+        .join("examples/gitops/apps/linkding/overlays/dev");
+    std::fs::remove_dir_all(&overlay).with_context(|| format!("removing {}", overlay.display()))?;
+    stage.repo.commit("linkding leaves dev")?;
+
+    let applications = stage.applications();
+    let namespace = "linkding-dev";
+    let homelab = |kind: &str| -> Api<DynamicObject> {
+        Api::namespaced_with(stage.client.clone(), namespace, &homelab_resource(kind))
+    };
+    let (apps, databases) = (homelab("HomelabApp"), homelab("AppDatabase"));
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(stage.client.clone(), namespace);
+    stage
+        .wait(
+            "Argo CD to delete linkding-dev and what it synced",
+            SYNC_TIMEOUT,
+            || {
+                let (applications, apps, databases, deployments) = (
+                    applications.clone(),
+                    apps.clone(),
+                    databases.clone(),
+                    deployments.clone(),
+                );
+                async move {
+                    let mut left = Vec::new();
+                    if let Some(app) = applications.get_opt("linkding-dev").await? {
+                        left.push(format!(
+                            "Application linkding-dev (finalizers {:?})",
+                            app.metadata.finalizers.unwrap_or_default()
+                        ));
+                    }
+                    for (kind, api) in [("HomelabApp", &apps), ("AppDatabase", &databases)] {
+                        if let Some(object) = api.get_opt("linkding").await? {
+                            left.push(format!(
+                                "{kind} linkding (finalizers {:?})",
+                                object.metadata.finalizers.unwrap_or_default()
+                            ));
+                        }
+                    }
+                    if deployments.get_opt("linkding").await?.is_some() {
+                        left.push("Deployment linkding".into());
+                    }
+                    Ok(if left.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("still there: {}", left.join(", ")))
+                    })
+                }
+            },
+        )
+        .await?;
+
+    // The garbage collector has had its chance: the Deployment the HomelabApp owned is gone.
+    let cluster = clusters.get_opt("linkding-db-cnpg-v1").await?;
+    ensure!(
+        cluster
+            .as_ref()
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+        "deleting the AppDatabase under deletionPolicy Retain deleted its cluster linkding-db-cnpg-v1"
+    );
+    // The other environments are untouched.
+    for name in ["linkding-qa", "linkding-prod"] {
+        ensure!(
+            applications.get_opt(name).await?.is_some(),
+            "removing the dev overlay deleted Application {name}"
+        );
+    }
     Ok(())
 }

@@ -60,6 +60,7 @@ fn documented(kind: &str) -> Vec<(&'static str, &'static str)> {
             ("AzureThrottled", P),
             ("AzureError", P),
             ("BackupPolicyNotFound", D),
+            ("BackupDestinationInUse", D),
             ("SecretStoreNotUsable", D),
             ("CredentialsNotSynced", D),
             ("WALArchivingFailing", D),

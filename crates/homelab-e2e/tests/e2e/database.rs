@@ -1,4 +1,4 @@
-//! The linkding database: the operator (in the cluster, from
+//! The bookmarks database: the operator (in the cluster, from
 //! `deploy/base`) writes the CloudNativePG Cluster, the ObjectStore and the ExternalSecrets; real
 //! CloudNativePG starts PostgreSQL, real External Secrets Operator brings the password the
 //! operator generated in Key Vault, and the real Barman Cloud Plugin archives WAL and base
@@ -12,9 +12,9 @@ use homelab_e2e::{
 };
 
 #[tokio::test]
-async fn linkding_database_runs_backs_up_and_serves_the_app() -> Result<()> {
+async fn bookmarks_database_runs_backs_up_and_serves_the_app() -> Result<()> {
     let plane = data_plane().await?;
-    let namespace = plane.env().namespace("linkding").await?;
+    let namespace = plane.env().namespace("bookmarks").await?;
     let ca = plane.azure_ca_pem()?;
     let manifests = format!(
         r#"
@@ -40,7 +40,7 @@ spec:
 ---
 apiVersion: homelab.io/v1alpha1
 kind: AppDatabase
-metadata: {{ name: linkding }}
+metadata: {{ name: bookmarks }}
 spec:
   instances: 1
   postgres: {{ image: {POSTGRESQL_IMAGE} }}
@@ -49,13 +49,13 @@ spec:
 ---
 apiVersion: homelab.io/v1alpha1
 kind: HomelabApp
-metadata: {{ name: linkding }}
+metadata: {{ name: bookmarks }}
 spec:
   image: {psql}
   command: ["sleep", "infinity"]
   port: 9090
   database:
-    ref: {{ name: linkding }}
+    ref: {{ name: bookmarks }}
     env:
       - {{ name: LD_DB_HOST, field: host }}
       - {{ name: LD_DB_PORT, field: port }}
@@ -71,14 +71,14 @@ spec:
         plane,
         &namespace,
         "appdatabase",
-        "linkding",
+        "bookmarks",
         "Ready",
         "True",
         patience(),
     )
     .await?;
     // Ready comes from CloudNativePG's own status of the cluster it runs.
-    let cluster = get(plane, &namespace, "cluster", "linkding-db-cnpg-v1").await?;
+    let cluster = get(plane, &namespace, "cluster", "bookmarks-db-cnpg-v1").await?;
     ensure!(
         cluster["status"]["phase"] == "Cluster in healthy state",
         "CloudNativePG reports {}",
@@ -90,7 +90,7 @@ spec:
         plane,
         &namespace,
         "externalsecret",
-        "linkding-db-credentials",
+        "bookmarks-db-credentials",
     )
     .await?;
     ensure!(
@@ -102,12 +102,12 @@ spec:
     let output = run_with_wiring_of(
         plane,
         &namespace,
-        "linkding",
+        "bookmarks",
         "write-bookmarks",
         r#"export PGPASSWORD="$LD_DB_PASSWORD"
 psql -v ON_ERROR_STOP=1 -h "$LD_DB_HOST" -p "$LD_DB_PORT" -U "$LD_DB_USER" -d "$LD_DB_DATABASE" -At <<'SQL'
 create table bookmarks (id serial primary key, url text not null);
-insert into bookmarks (url) values ('https://linkding.link'), ('https://cloudnative-pg.io'), ('https://external-secrets.io');
+insert into bookmarks (url) values ('https://bookmarks.link'), ('https://cloudnative-pg.io'), ('https://external-secrets.io');
 select 'rows=' || count(*) from bookmarks;
 select 'user=' || current_user;
 SQL"#,
@@ -115,18 +115,18 @@ SQL"#,
     .await?;
     ensure!(output.contains("rows=3"), "the client printed:\n{output}");
     ensure!(
-        output.contains("user=linkding"),
+        output.contains("user=bookmarks"),
         "the client printed:\n{output}"
     );
 
     // WAL and the immediate base backup reach the container, under the cluster's server name.
     let server = database["status"]["backup"]["serverName"]
         .as_str()
-        .unwrap_or("linkding-db-cnpg-v1")
+        .unwrap_or("bookmarks-db-cnpg-v1")
         .to_owned();
     let names = wait_for_blob(
         plane,
-        "linkding-db-clean",
+        "bookmarks-db-clean",
         "a WAL segment",
         patience(),
         |n| n.starts_with(&format!("{server}/wals/")),
@@ -134,12 +134,85 @@ SQL"#,
     .await?;
     wait_for_blob(
         plane,
-        "linkding-db-clean",
+        "bookmarks-db-clean",
         "a base backup",
         patience(),
         |n| n.starts_with(&format!("{server}/base/")),
     )
     .await?;
     ensure!(!names.is_empty());
+
+    // The same database in another namespace, under a policy with the same storage account and
+    // container template, would archive into this database's history, which barman refuses
+    // ("Expected empty archive"): the operator says so and creates nothing for it.
+    let twin = plane.env().namespace("bookmarks").await?;
+    apply(
+        plane,
+        &twin,
+        &format!(
+            r#"
+apiVersion: homelab.io/v1alpha1
+kind: BackupPolicy
+metadata: {{ name: daily }}
+spec:
+  schedule: "0 1 * * *"
+  storage:
+    azure:
+      storageAccount: devstoreaccount1
+      containerTemplate: "{{app}}-db-clean"
+      credentials: {{ mode: SasToken }}
+---
+apiVersion: homelab.io/v1alpha1
+kind: AppDatabase
+metadata: {{ name: bookmarks }}
+spec:
+  instances: 1
+  postgres: {{ image: {POSTGRESQL_IMAGE} }}
+  storage: {{ size: 1Gi }}
+  backup: {{ policyRef: {{ name: daily }} }}
+"#
+        ),
+    )
+    .await?;
+    let holder = format!("AppDatabase {namespace}/bookmarks");
+    let ready = homelab_e2e::wait_for(
+        "the second database refused with BackupDestinationInUse",
+        patience(),
+        || {
+            let twin = &twin;
+            async move {
+                let object = get(plane, twin, "appdatabase", "bookmarks").await?;
+                let ready = homelab_e2e::condition(&object, "Ready")
+                    .cloned()
+                    .unwrap_or_default();
+                anyhow::ensure!(
+                    ready["reason"] == "BackupDestinationInUse",
+                    "its Ready condition: {ready}"
+                );
+                Ok(Some(ready))
+            }
+        },
+    )
+    .await?;
+    let message = ready["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains(&holder) && message.contains("bookmarks-db-clean"),
+        "the message does not name the container and {holder}: {message}"
+    );
+    ensure!(
+        !homelab_e2e::exists(plane, &twin, "cluster", "bookmarks-db-cnpg-v1").await?,
+        "a cluster was created for the database whose backup destination is taken"
+    );
+    // The first one is untouched.
+    wait_condition(
+        plane,
+        &namespace,
+        "appdatabase",
+        "bookmarks",
+        "Ready",
+        "True",
+        patience(),
+    )
+    .await?;
     Ok(())
 }

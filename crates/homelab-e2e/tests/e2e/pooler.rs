@@ -11,13 +11,13 @@ use homelab_testenv::data_plane::components::kubectl;
 #[tokio::test]
 async fn use_pooler_connects_through_pgbouncer() -> Result<()> {
     let plane = data_plane().await?;
-    let namespace = plane.env().namespace("n8n").await?;
+    let namespace = plane.env().namespace("workflows").await?;
     let manifests = [
         format!(
             r#"
 apiVersion: homelab.io/v1alpha1
 kind: AppDatabase
-metadata: {{ name: n8n }}
+metadata: {{ name: workflows }}
 spec:
   instances: 1
   postgres: {{ image: {POSTGRESQL_IMAGE} }}
@@ -25,7 +25,7 @@ spec:
   pooler: {{ instances: 1, poolMode: transaction }}
 "#
         ),
-        client_app("n8n", "n8n", "    usePooler: true"),
+        client_app("workflows", "workflows", "    usePooler: true"),
     ]
     .join("\n---\n");
     apply(plane, &namespace, &manifests).await?;
@@ -33,7 +33,7 @@ spec:
         plane,
         &namespace,
         "appdatabase",
-        "n8n",
+        "workflows",
         "Ready",
         "True",
         patience(),
@@ -45,7 +45,7 @@ spec:
         .to_owned();
     // The Pooler's Deployment runs PgBouncer from the node's image.
     wait_for("a ready PgBouncer pod", patience(), || async {
-        let deployment = get(plane, &namespace, "deployment", "n8n-db-pooler").await?;
+        let deployment = get(plane, &namespace, "deployment", "workflows-db-pooler").await?;
         Ok((deployment["status"]["readyReplicas"]
             .as_i64()
             .unwrap_or_default()
@@ -58,7 +58,7 @@ spec:
     let output = run_with_wiring_of(
         plane,
         &namespace,
-        "n8n",
+        "workflows",
         "through-the-pooler",
         &format!(
             r#"echo "host=$DB_HOST"
@@ -99,7 +99,7 @@ SQL"#
             "-n",
             &namespace,
             "-l",
-            "cnpg.io/poolerName=n8n-db-pooler",
+            "cnpg.io/poolerName=workflows-db-pooler",
             "-o",
             "jsonpath={.items[*].status.podIP}",
         ],

@@ -160,6 +160,9 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         None => None,
     };
     let server_name = server_name(db);
+    if let Some(policy) = &policy {
+        check_backup_destination(db, ctx, &policy.spec)?;
+    }
 
     // Render.
     let facts = homelab_render::AppDatabaseFacts {
@@ -284,6 +287,35 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     })
 }
 
+/// Fails when another AppDatabase already archives to the same container under the same server
+/// name (the same app name in two namespaces, with one storage account): the second cluster's
+/// WAL archiving would fail, and nothing is created for it until the destinations differ.
+fn check_backup_destination(
+    db: &AppDatabase,
+    ctx: &Context,
+    policy: &homelab_api::backup_policy::BackupPolicySpec,
+) -> Result<(), Error> {
+    use super::backups::{BackupDestination, destination_taken_by};
+    let destination = BackupDestination::of(db, policy);
+    let databases = ctx.databases.state();
+    let others = databases.iter().filter_map(|guard| {
+        let other = guard.0.as_ref().ok()?;
+        let policy_ref = &other.spec.backup.as_ref()?.policy_ref.name;
+        let other_policy = ctx.policy(&other.namespace()?, policy_ref)?;
+        let other_destination = BackupDestination::of(other, &other_policy.spec);
+        Some((other, other_destination))
+    });
+    match destination_taken_by(db, &destination, others) {
+        Some(holder) => Err(Error::BackupDestinationInUse {
+            container: destination.container,
+            service_url: destination.service_url,
+            server_name: destination.server_name,
+            holder,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Ensures the password, container and SAS token in Azure. `None` when the Azure side is
 /// disabled.
 async fn ensure_azure(
@@ -371,7 +403,7 @@ async fn azure_inputs(
 }
 
 /// The Blob service URL of a policy's storage account.
-fn service_url(storage: &homelab_api::backup_policy::AzureBlobStorage) -> String {
+pub(super) fn service_url(storage: &homelab_api::backup_policy::AzureBlobStorage) -> String {
     storage
         .endpoint
         .clone()

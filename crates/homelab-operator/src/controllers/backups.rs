@@ -7,8 +7,8 @@ use homelab_api::backup_policy::BackupPolicySpec;
 use homelab_api::conditions::{self, Observed, Status};
 use homelab_api::naming;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use kube::api::DynamicObject;
+use kube::{Resource, ResourceExt};
 
 use super::schedule::{self, Schedule};
 use super::{Context, Error, object_reference};
@@ -534,11 +534,106 @@ pub(crate) fn time_field(value: &serde_json::Value, field: &str) -> Option<jiff:
         .and_then(|s| s.parse::<jiff::Timestamp>().ok())
 }
 
+/// Where a database's WAL and base backups go. Barman keeps one history per server name in a
+/// container, and refuses to archive a second cluster's WAL into it ("Expected empty archive").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupDestination {
+    pub service_url: String,
+    pub container: String,
+    pub server_name: String,
+}
+
+impl BackupDestination {
+    pub fn of(db: &AppDatabase, policy: &BackupPolicySpec) -> Self {
+        let azure = &policy.storage.azure;
+        Self {
+            service_url: super::app_database::service_url(azure),
+            container: naming::container(&azure.container_template, db.app_name()),
+            server_name: super::app_database::server_name(db),
+        }
+    }
+}
+
+/// The AppDatabase (`namespace/name`) that already archives to `destination`, if one came first:
+/// the older one keeps the destination (ties go by namespace and name), so the verdict is the
+/// same from either side and never moves an existing history.
+pub fn destination_taken_by<'a>(
+    db: &AppDatabase,
+    destination: &BackupDestination,
+    others: impl IntoIterator<Item = (&'a AppDatabase, BackupDestination)>,
+) -> Option<String> {
+    let rank = |d: &AppDatabase| {
+        (
+            d.meta().creation_timestamp.as_ref().map(|t| t.0),
+            d.namespace().unwrap_or_default(),
+            d.name_any(),
+        )
+    };
+    let own = rank(db);
+    others
+        .into_iter()
+        .filter(|(other, other_destination)| {
+            let same_object =
+                other.namespace() == db.namespace() && other.name_any() == db.name_any();
+            !same_object && other_destination == destination && rank(other) < own
+        })
+        .map(|(other, _)| rank(other))
+        .min()
+        .map(|(_, namespace, name)| format!("{namespace}/{name}"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    fn database(namespace: &str, name: &str, created: &str) -> AppDatabase {
+        serde_json::from_value(json!({
+            "apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+            "spec": {"backup": {"policyRef": {"name": "daily"}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_first_database_keeps_a_shared_backup_destination() {
+        let p = policy("0 1 * * *");
+        let older = database("homelab", "linkding", "2026-11-01T00:00:00Z");
+        let newer = database("linkding-dev", "linkding", "2026-11-02T00:00:00Z");
+        let elsewhere = database("other", "wiki", "2026-10-01T00:00:00Z");
+        let destination = BackupDestination::of(&newer, &p);
+        assert_eq!(destination, BackupDestination::of(&older, &p));
+        assert_eq!(destination.container, "linkding-db-clean");
+        let all = || {
+            [&older, &newer, &elsewhere]
+                .into_iter()
+                .map(|d| (d, BackupDestination::of(d, &p)))
+        };
+        assert_eq!(
+            destination_taken_by(&newer, &destination, all()).as_deref(),
+            Some("homelab/linkding")
+        );
+        assert_eq!(destination_taken_by(&older, &destination, all()), None);
+        // Its own entry never counts, and neither does another container.
+        assert_eq!(
+            destination_taken_by(&elsewhere, &BackupDestination::of(&elsewhere, &p), all()),
+            None
+        );
+        // Same age: namespace and name decide, the same way from both sides.
+        let twin = database("a-first", "linkding", "2026-11-02T00:00:00Z");
+        let with_twin = || {
+            [&newer, &twin]
+                .into_iter()
+                .map(|d| (d, BackupDestination::of(d, &p)))
+        };
+        assert_eq!(
+            destination_taken_by(&newer, &destination, with_twin()).as_deref(),
+            Some("a-first/linkding")
+        );
+        assert_eq!(destination_taken_by(&twin, &destination, with_twin()), None);
+    }
 
     fn policy(schedule: &str) -> BackupPolicySpec {
         serde_json::from_value(json!({

@@ -37,6 +37,18 @@ pub enum Error {
     #[error("{0}")]
     Azure(#[from] homelab_azure::AzureError),
 
+    /// Another AppDatabase already archives to this database's container under the same server
+    /// name.
+    #[error(
+        "Blob container {container} ({service_url}) already holds the WAL and base backups of server {server_name}, written by AppDatabase {holder}: a second cluster cannot archive into the same history, so this database is not created. Give it its own destination: point its BackupPolicy at another storage account or another containerTemplate (for example \"{{app}}-dev-db\"), or give this AppDatabase another name"
+    )]
+    BackupDestinationInUse {
+        container: String,
+        service_url: String,
+        server_name: String,
+        holder: String,
+    },
+
     /// The External Secrets store a database names cannot give its Key Vault URL.
     #[error("{0}")]
     SecretStore(String),
@@ -58,6 +70,7 @@ impl Error {
             Error::Kube(_) => "KubernetesAPIError",
             Error::Azure(err) => crate::azure::reason(err),
             Error::SecretStore(_) => "SecretStoreNotUsable",
+            Error::BackupDestinationInUse { .. } => "BackupDestinationInUse",
         }
     }
 
@@ -68,7 +81,8 @@ impl Error {
             Error::InvalidSpec(_)
             | Error::MissingReference { .. }
             | Error::MissingCrd(_)
-            | Error::SecretStore(_) => false,
+            | Error::SecretStore(_)
+            | Error::BackupDestinationInUse { .. } => false,
             Error::Child(err) => !err.is_rejection(),
             Error::Kube(_) => true,
             Error::Azure(err) => err.is_transient(),
