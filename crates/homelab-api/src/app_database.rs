@@ -242,6 +242,30 @@ pub struct DatabaseSpec {
     pub owner: Option<String>,
 }
 
+impl DatabaseSpec {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.owner.is_none()
+    }
+}
+
+/// The database and owner role inside PostgreSQL that an app connects to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseNames {
+    pub database: String,
+    pub owner: String,
+}
+
+impl DatabaseNames {
+    /// The default names for an app: its name with hyphens replaced by underscores.
+    pub fn for_app(app: &str) -> Self {
+        let name = app.replace('-', "_");
+        Self {
+            database: name.clone(),
+            owner: name,
+        }
+    }
+}
+
 /// Where the database password lives.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -342,6 +366,11 @@ pub struct ArchiveRef {
     /// The server name the archive was written under (usually the source cluster's name).
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub server_name: String,
+    /// The database and owner that hold the data in the archive. Default: those an AppDatabase
+    /// named after the server name's app (`{app}-db-cnpg-v1`) has by default, its app name with
+    /// hyphens replaced by underscores.
+    #[serde(default, skip_serializing_if = "DatabaseSpec::is_empty")]
+    pub database: DatabaseSpec,
 }
 
 /// Monitoring settings.
@@ -404,6 +433,15 @@ pub struct AppDatabaseStatus {
     /// On-demand backups requested through the `homelab.io/backup-now` annotation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_demand_backups: Vec<OnDemandBackup>,
+
+    /// The database inside PostgreSQL that clients connect to: `spec.database.name`, or for a
+    /// restore the source's (the one holding the restored data), or the app name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+
+    /// The owner role clients log in as, chosen as `database` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Connection endpoints.
@@ -479,7 +517,30 @@ impl AppDatabase {
             .unwrap_or_default()
     }
 
-    /// The database name inside PostgreSQL.
+    /// The database and owner this database's clients use: what `spec.database` sets, else the
+    /// names already published in status (chosen once, like the server name), else those of the
+    /// data a restore brings (`restored`), else the app's defaults.
+    pub fn database_names(&self, restored: Option<&DatabaseNames>) -> DatabaseNames {
+        let status = self.status.as_ref();
+        let defaults = restored
+            .cloned()
+            .unwrap_or_else(|| DatabaseNames::for_app(self.app_name()));
+        DatabaseNames {
+            database: (self.spec.database.name.clone())
+                .or_else(|| status.and_then(|s| s.database.clone()))
+                .unwrap_or(defaults.database),
+            owner: (self.spec.database.owner.clone())
+                .or_else(|| status.and_then(|s| s.owner.clone()))
+                .unwrap_or(defaults.owner),
+        }
+    }
+
+    /// The names clients use as far as this object tells (see [`AppDatabase::database_names`]).
+    pub fn published_names(&self) -> DatabaseNames {
+        self.database_names(None)
+    }
+
+    /// The database name inside PostgreSQL, without regard to a restore's source.
     pub fn database_name(&self) -> String {
         self.spec
             .database

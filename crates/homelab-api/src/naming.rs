@@ -239,6 +239,15 @@ pub fn archive_server_name(cluster: &str, incarnation: u32) -> String {
 /// The archive server name of a database restored from backups: `{cluster}-{first 8 characters
 /// of the resource's uid}`, unique per incarnation, so the restored cluster never writes into the
 /// archive it was restored from.
+/// The app whose cluster wrote under `server_name`, when the name follows the operator's
+/// pattern (`{app}-db-cnpg-v{N}`, optionally followed by a restore's suffix).
+pub fn app_of_server_name(server_name: &str) -> Option<&str> {
+    let (app, rest) = server_name.split_once("-db-cnpg-v")?;
+    let version = rest.split('-').next().unwrap_or_default();
+    (!app.is_empty() && !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(app)
+}
+
 pub fn restored_server_name(cluster: &str, uid: &str) -> String {
     let suffix: String = uid
         .chars()
@@ -313,6 +322,19 @@ mod tests {
     fn restored_incarnations_archive_under_new_server_names() {
         assert_eq!(archive_server_name("x-db-cnpg-v1", 1), "x-db-cnpg-v1");
         assert_eq!(archive_server_name("x-db-cnpg-v1", 2), "x-db-cnpg-v1-r2");
+    }
+
+    #[test]
+    fn server_names_tell_their_app() {
+        assert_eq!(app_of_server_name("notes-db-cnpg-v1"), Some("notes"));
+        assert_eq!(app_of_server_name("my-notes-db-cnpg-v12"), Some("my-notes"));
+        assert_eq!(
+            app_of_server_name("notes-db-cnpg-v1-3f2a9c1e"),
+            Some("notes")
+        );
+        assert_eq!(app_of_server_name("legacy-pg"), None);
+        assert_eq!(app_of_server_name("-db-cnpg-v1"), None);
+        assert_eq!(app_of_server_name("notes-db-cnpg-vx"), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! to, and state observed in the cluster. Controllers gather these; the manifest renderer derives
 //! them from the other documents.
 
+use homelab_api::app_database::{ArchiveRef, DatabaseNames};
 use homelab_api::common::SecretStoreRef;
 use homelab_api::{AppDatabase, BackupPolicySpec, naming};
 
@@ -48,6 +49,8 @@ pub enum RestoreSourceFacts {
         name: String,
         /// The server name the source archives under.
         server_name: String,
+        /// The database and owner holding the source's data.
+        names: DatabaseNames,
     },
     /// An archive named directly (`restore.from.archive`). A read-only `ObjectStore`
     /// `{app}-db-restore` is rendered for it, with the named policy's storage account and
@@ -55,7 +58,37 @@ pub enum RestoreSourceFacts {
     Archive {
         /// The policy named by `restore.from.archive.policyRef`.
         policy: Box<PolicyFacts>,
+        /// The database and owner holding the archive's data.
+        names: DatabaseNames,
     },
+}
+
+impl RestoreSourceFacts {
+    /// The database and owner holding the data restored.
+    pub fn names(&self) -> &DatabaseNames {
+        match self {
+            Self::ObjectStore { names, .. } | Self::Archive { names, .. } => names,
+        }
+    }
+
+    /// The names of the data in `archive`: those it names, else the defaults of the app its
+    /// server name tells, else those of `restoring` (the database restoring it).
+    pub fn archive_names(archive: &ArchiveRef, restoring: &AppDatabase) -> DatabaseNames {
+        let defaults = naming::app_of_server_name(&archive.server_name)
+            .map(DatabaseNames::for_app)
+            .unwrap_or_else(|| DatabaseNames::for_app(restoring.app_name()));
+        DatabaseNames {
+            database: archive.database.name.clone().unwrap_or(defaults.database),
+            owner: archive.database.owner.clone().unwrap_or(defaults.owner),
+        }
+    }
+}
+
+impl AppDatabaseFacts {
+    /// The database and owner the database's clients use (see [`AppDatabase::database_names`]).
+    pub fn database_names(&self, database: &AppDatabase) -> DatabaseNames {
+        database.database_names(self.restore_source.as_ref().map(RestoreSourceFacts::names))
+    }
 }
 
 /// Facts for rendering a `HomelabApp`.
@@ -92,8 +125,8 @@ impl DatabaseFacts {
             name: database.metadata.name.clone().unwrap_or_default(),
             app: database.app_name().to_string(),
             namespace: database.metadata.namespace.clone().unwrap_or_default(),
-            database: database.database_name(),
-            owner: database.owner_name(),
+            database: database.published_names().database,
+            owner: database.published_names().owner,
             key_vault_secret: database.key_vault_password_secret(),
             secret_store: database
                 .spec
@@ -159,6 +192,39 @@ mod tests {
         assert_eq!(
             AppDatabaseFacts::new(&db, None).server_name,
             "wiki-db-cnpg-v1"
+        );
+    }
+
+    #[test]
+    fn an_archive_tells_the_names_of_its_data() {
+        let restoring: AppDatabase = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "notes-restored"},
+            "spec": {}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let archive = |server: &str, database: serde_json::Value| -> ArchiveRef {
+            serde_json::from_value(serde_json::json!({
+                "policyRef": {"name": "daily"}, "container": "notes-db-clean",
+                "serverName": server, "database": database
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let from_server = RestoreSourceFacts::archive_names(
+            &archive("my-notes-db-cnpg-v1-3f2a9c1e", serde_json::json!({})),
+            &restoring,
+        );
+        assert_eq!(from_server, DatabaseNames::for_app("my-notes"));
+        assert_eq!(from_server.database, "my_notes");
+        let named = RestoreSourceFacts::archive_names(
+            &archive("legacy", serde_json::json!({"owner": "app"})),
+            &restoring,
+        );
+        assert_eq!(
+            named,
+            DatabaseNames {
+                database: "notes_restored".into(),
+                owner: "app".into()
+            }
         );
     }
 }

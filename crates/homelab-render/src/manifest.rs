@@ -407,6 +407,7 @@ impl Resolver<'_> {
             }
             facts.restore_source = Some(RestoreSourceFacts::Archive {
                 policy: Box::new(archive_policy),
+                names: RestoreSourceFacts::archive_names(archive, database),
             });
         } else if let Some(source_name) = &restore.from.app_database {
             let field = "spec.restore.from.appDatabase";
@@ -423,6 +424,7 @@ impl Resolver<'_> {
             facts.restore_source = Some(RestoreSourceFacts::ObjectStore {
                 name: naming::backup_object_store(source_app),
                 server_name: naming::archive_server_name(&naming::cluster(source_app), 1),
+                names: source.published_names(),
             });
         }
         Ok(facts)

@@ -295,6 +295,7 @@ proptest! {
             facts.restore_source = Some(RestoreSourceFacts::ObjectStore {
                 name: "source-db-backup".into(),
                 server_name: "source-db-cnpg-v1".into(),
+                names: homelab_api::app_database::DatabaseNames::for_app("source"),
             });
             let objects = render_app_database(&database, &facts, &config);
             let acceptable = objects.is_ok()

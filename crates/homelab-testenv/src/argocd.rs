@@ -321,15 +321,21 @@ impl ArgoCd {
         &self.build
     }
 
-    /// An `argocd` CLI command in core mode (`--core`: it reads the cluster through the
-    /// kubeconfig, as the controller does), with the components' environment.
+    /// An `argocd` CLI command talking to the API server, as a user's CLI does (plain HTTP on
+    /// loopback; the server needs no login), with the components' environment.
     pub fn cli(&self) -> std::process::Command {
         let mut command = std::process::Command::new(self.build.argocd());
         command
             .envs(self.environment.iter().map(|(k, v)| (k, v)))
             .env("ARGOCD_BINARY_NAME", "argocd")
             .env("KUBECONFIG", &self.kubeconfig)
-            .arg("--core");
+            .args([
+                "--server",
+                &format!("127.0.0.1:{}", self.server_port),
+                "--plaintext",
+                "--auth-token",
+                "none",
+            ]);
         command
     }
 

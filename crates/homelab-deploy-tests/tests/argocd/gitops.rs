@@ -339,6 +339,36 @@ async fn argo_cd_syncs_the_gitops_layout_and_the_operator_reconciles_it() -> Res
         }
     }
 
+    // What a user's `argocd app get` shows: the three kinds with the health Argo CD computed.
+    let output = stage
+        .argocd
+        .cli()
+        .args(["app", "get", "argocd/linkding-prod", "--output", "tree"])
+        .output()
+        .context("running argocd app get")?;
+    let shown = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "argocd app get failed: {}{}",
+        shown,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("argocd app get argocd/linkding-prod --output tree:\n{shown}");
+    for (kind, name) in [
+        ("HomelabApp", "linkding"),
+        ("AppDatabase", "linkding"),
+        ("BackupPolicy", "daily"),
+    ] {
+        ensure!(
+            shown.lines().any(|line| line.contains(kind)
+                && line.contains(name)
+                && ["Healthy", "Progressing", "Degraded", "Suspended"]
+                    .iter()
+                    .any(|health| line.contains(health))),
+            "argocd app get shows no health for {kind} {name}:\n{shown}"
+        );
+    }
+
     // The operator made the database the Application asked for.
     let clusters: Api<DynamicObject> = Api::namespaced_with(
         stage.client.clone(),

@@ -190,7 +190,7 @@ SQL"#
         database(
             "notes-restored",
             &format!(
-                "  deletionPolicy: Delete\n  database: {{ name: notes, owner: notes }}\n  restore:\n    from: {{ appDatabase: notes }}\n    targetTime: \"{target}\"\n"
+                "  deletionPolicy: Delete\n  restore:\n    from: {{ appDatabase: notes }}\n    targetTime: \"{target}\"\n"
             ),
         ),
         client_app("notes-restored", "notes-restored", ""),
@@ -207,6 +207,13 @@ SQL"#
         patience(),
     )
     .await?;
+    // The restored data is in the source's database, owned by the source's role: the new app is
+    // wired to those, though its own name is notes-restored.
+    ensure!(
+        restored_db["status"]["database"] == "notes" && restored_db["status"]["owner"] == "notes",
+        "the restored database does not point its app at the source's database and owner: {}",
+        restored_db["status"]
+    );
     let rows = run_with_wiring_of(
         plane,
         &namespace,

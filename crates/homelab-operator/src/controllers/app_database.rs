@@ -236,6 +236,9 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
 
     // Observe.
     let mut observed = observe(db, ctx, &app, &namespace, &server_name, policy.as_ref());
+    let names = facts.database_names(db);
+    observed.status.database = Some(names.database);
+    observed.status.owner = Some(names.owner);
     observed.status.on_demand_backups = on_demand_backups;
     if let Some(check) = restore_check {
         // The restore comes before the cluster: a held-back restore is why Ready is False.
@@ -480,6 +483,7 @@ fn resolve_restore_source(
         Ok(RestoreSourceFacts::ObjectStore {
             name: naming::backup_object_store(source.app_name()),
             server_name: server_name(&source),
+            names: source.published_names(),
         })
     } else if let Some(archive) = &restore.from.archive {
         let policy = ctx
@@ -494,6 +498,7 @@ fn resolve_restore_source(
                 name: policy.name_any(),
                 spec: policy.spec.clone(),
             }),
+            names: RestoreSourceFacts::archive_names(archive, db),
         })
     } else {
         Err(Error::InvalidSpec(

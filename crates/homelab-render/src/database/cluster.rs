@@ -57,18 +57,21 @@ pub(super) fn cluster(
             body.insert(
                 "bootstrap".into(),
                 json!({ "initdb": {
-                    "database": ctx.database.database_name(),
-                    "owner": ctx.database.owner_name(),
+                    "database": facts.database_names(ctx.database).database,
+                    "owner": facts.database_names(ctx.database).owner,
                     "secret": credentials,
                 }}),
             );
         }
         Some(restore) => {
             let (object_store, server_name) = restore_source(ctx, restore, facts)?;
+            // Recovery restores the source's databases and roles as they were; the app must
+            // connect to the ones holding its data, so these default to the source's.
+            let names = facts.database_names(ctx.database);
             let mut recovery = json!({
                 "source": RECOVERY_SOURCE,
-                "database": ctx.database.database_name(),
-                "owner": ctx.database.owner_name(),
+                "database": names.database,
+                "owner": names.owner,
                 "secret": credentials,
             });
             if let Some(target) = &restore.target_time {
@@ -143,7 +146,9 @@ fn restore_source(
     facts: &AppDatabaseFacts,
 ) -> Result<(String, String), RenderError> {
     match (&facts.restore_source, &restore.from.archive) {
-        (Some(RestoreSourceFacts::ObjectStore { name, server_name }), None) => {
+        (Some(RestoreSourceFacts::ObjectStore {
+            name, server_name, ..
+        }), None) => {
             Ok((name.clone(), server_name.clone()))
         }
         (Some(RestoreSourceFacts::Archive { .. }), Some(archive)) => Ok((
@@ -175,6 +180,7 @@ mod tests {
     use super::*;
     use crate::config::OperatorConfig;
     use crate::facts::{AppDatabaseFacts, PolicyFacts};
+    use homelab_api::app_database::DatabaseNames;
 
     fn render(yaml: &str, facts: &AppDatabaseFacts) -> Result<DynamicObject, RenderError> {
         let db = database(yaml);
@@ -307,9 +313,29 @@ spec:
         facts.restore_source = Some(RestoreSourceFacts::ObjectStore {
             name: "linkding-db-backup".into(),
             server_name: "linkding-db-cnpg-v1".into(),
+            names: DatabaseNames {
+                database: "bookmarks".into(),
+                owner: "ld".into(),
+            },
         });
         let s = spec(&render(yaml, &facts)?).clone();
         assert_eq!(s["bootstrap"]["recovery"]["source"], "origin");
+        // The restored data lives in the source's database, owned by the source's role: the new
+        // app connects to those, not to empty ones named after itself.
+        assert_eq!(s["bootstrap"]["recovery"]["database"], "bookmarks");
+        assert_eq!(s["bootstrap"]["recovery"]["owner"], "ld");
+        let objects =
+            crate::render_app_database(&database(yaml), &facts, &OperatorConfig::default())?;
+        let secret = objects
+            .iter()
+            .find(|o| o.metadata.name.as_deref() == Some("linkding2-db-credentials"))
+            .map(|o| o.data["spec"]["target"]["template"]["data"]["username"].clone());
+        assert_eq!(secret, Some(json!("ld")));
+        // Names the restoring AppDatabase sets itself win.
+        let named = "metadata: {name: linkding2}\nspec: {database: {name: other}, restore: {from: {appDatabase: linkding}}}";
+        let named = spec(&render(named, &facts)?).clone();
+        assert_eq!(named["bootstrap"]["recovery"]["database"], "other");
+        assert_eq!(named["bootstrap"]["recovery"]["owner"], "ld");
         assert_eq!(
             s["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"],
             "2026-11-20T13:45:00Z"

@@ -51,8 +51,8 @@ pub fn render_restore_drill(
         "bootstrap".into(),
         json!({ "recovery": {
             "source": RECOVERY_SOURCE,
-            "database": source.database_name(),
-            "owner": source.owner_name(),
+            "database": source.published_names().database,
+            "owner": source.published_names().owner,
         }}),
     );
     body.insert(

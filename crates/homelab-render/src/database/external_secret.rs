@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use homelab_api::app_database::DatabaseNames;
 use homelab_api::common::{DeletionPolicy, SecretStoreKind, SecretStoreRef};
 use homelab_api::naming;
 use kube::api::DynamicObject;
@@ -58,7 +59,7 @@ pub(crate) fn spec(
 /// the `password` from Key Vault. CloudNativePG's instance manager sets the owner's password from
 /// it at bootstrap and again whenever the Secret changes, so a password changed in Key Vault
 /// reaches PostgreSQL within the refresh interval.
-pub(super) fn credentials(ctx: &Context) -> DynamicObject {
+pub(super) fn credentials(ctx: &Context, names: &DatabaseNames) -> DynamicObject {
     let name = naming::credentials_secret(&ctx.app);
     let template = json!({
         "type": "kubernetes.io/basic-auth",
@@ -67,7 +68,7 @@ pub(super) fn credentials(ctx: &Context) -> DynamicObject {
             "labels": BTreeMap::from([(naming::CNPG_RELOAD_LABEL, "true")]),
         },
         "data": {
-            "username": ctx.database.owner_name(),
+            "username": names.owner,
             "password": "{{ .password }}",
         },
     });
@@ -139,7 +140,7 @@ mod tests {
         let db = database("metadata: {name: linkding}\nspec: {}");
         let config = OperatorConfig::default();
         let ctx = Context::new(&db, &config)?;
-        let es = credentials(&ctx);
+        let es = credentials(&ctx, &db.published_names());
         assert_eq!(es.metadata.name.as_deref(), Some("linkding-db-credentials"));
         let spec = test_support::spec(&es);
         assert_eq!(
@@ -176,7 +177,7 @@ spec:
         );
         let config = OperatorConfig::default();
         let ctx = Context::new(&db, &config)?;
-        let es = credentials(&ctx);
+        let es = credentials(&ctx, &db.published_names());
         let spec = test_support::spec(&es);
         assert_eq!(
             spec["secretStoreRef"],

@@ -50,7 +50,7 @@ pub fn render_app_database(
     let ctx = Context::new(database, config)?;
     let mut objects = vec![
         cluster::cluster(&ctx, facts)?,
-        external_secret::credentials(&ctx),
+        external_secret::credentials(&ctx, &facts.database_names(database)),
     ];
     if database.spec.monitoring.pod_monitor {
         objects.push(pod_monitor::cluster_pod_monitor(&ctx));
@@ -83,7 +83,7 @@ pub fn render_app_database(
             ));
         }
     }
-    if let (Some(restore), Some(RestoreSourceFacts::Archive { policy })) =
+    if let (Some(restore), Some(RestoreSourceFacts::Archive { policy, .. })) =
         (&database.spec.restore, &facts.restore_source)
         && let Some(archive) = &restore.from.archive
     {
