@@ -6,7 +6,7 @@ use jiff::Timestamp;
 
 use crate::blob::BlobStore;
 use crate::error::Result;
-use crate::keyvault::{SAS_CONTENT_TYPE, SecretVault};
+use crate::keyvault::{SAS_CONTENT_TYPE, SIGNED_FOR_TAG, SecretVault};
 use crate::names::{ContainerName, SecretName};
 use crate::sas::{RotationDecision, RotationReason, SasPolicy, rotation_decision};
 
@@ -64,6 +64,9 @@ pub async fn ensure_backup_sas(
     now: Timestamp,
 ) -> Result<SasOutcome> {
     let current = vault_client.get(vault, secret).await?;
+    // A token is scoped to one container of one account; one signed for another (the policy's
+    // storage account or the container changed) would be refused there.
+    let signed_for = store.container_url(container);
     let reason = match &current {
         None => RotationReason::Missing,
         Some(stored) if !stored.is_managed_by_operator() => {
@@ -71,6 +74,9 @@ pub async fn ensure_backup_sas(
                 version: stored.version.clone(),
                 expires_on: stored.expires_on,
             });
+        }
+        Some(stored) if stored.tags.get(SIGNED_FOR_TAG) != Some(&signed_for) => {
+            RotationReason::SignedForAnotherContainer
         }
         Some(stored) => match rotation_decision(stored.created, stored.expires_on, now) {
             RotationDecision::Keep { rotate_at } => {
@@ -91,6 +97,7 @@ pub async fn ensure_backup_sas(
             &token.token,
             SAS_CONTENT_TYPE,
             token.expires_on,
+            &[(SIGNED_FOR_TAG, signed_for.as_str())],
         )
         .await?;
     tracing::info!(%vault, %secret, %container, version = %written.version, expires_on = %token.expires_on, ?reason, "minted backup SAS");

@@ -27,6 +27,9 @@ use crate::secret::SecretValue;
 pub const MANAGED_BY_TAG: &str = "managed-by";
 /// Value of [`MANAGED_BY_TAG`].
 pub const MANAGED_BY_VALUE: &str = "homelab-operator";
+/// The tag naming what a token the operator stored is for (a SAS token: the container URL it
+/// was signed for).
+pub const SIGNED_FOR_TAG: &str = "signed-for";
 /// Content type of passwords the operator generated.
 pub const GENERATED_CONTENT_TYPE: &str = "text/plain; generator=homelab-operator";
 /// Content type of SAS tokens the operator minted.
@@ -127,8 +130,8 @@ pub trait SecretVault: Send + Sync {
     async fn delete_managed(&self, vault: &str, name: &SecretName) -> Result<bool>;
 
     /// Writes a new version of `name` with the `exp` attribute set to `expires_on`, tagged as
-    /// the operator's. For values the operator owns and rotates (SAS tokens), never for
-    /// generated passwords.
+    /// the operator's and with `tags`. For values the operator owns and rotates (SAS tokens),
+    /// never for generated passwords.
     async fn set_with_expiry(
         &self,
         vault: &str,
@@ -136,6 +139,7 @@ pub trait SecretVault: Send + Sync {
         value: &SecretValue,
         content_type: &str,
         expires_on: Timestamp,
+        tags: &[(&str, &str)],
     ) -> Result<StoredSecret>;
 
     /// [`ensure_generated_secret`](Self::ensure_generated_secret) with a strong random
@@ -175,8 +179,14 @@ impl KeyVaultSecrets {
         value: &SecretValue,
         content_type: &str,
         expires_on: Option<Timestamp>,
+        extra_tags: &[(&str, &str)],
     ) -> std::result::Result<StoredSecret, Failure> {
-        let tags = HashMap::from([(MANAGED_BY_TAG.to_owned(), MANAGED_BY_VALUE.to_owned())]);
+        let mut tags = HashMap::from([(MANAGED_BY_TAG.to_owned(), MANAGED_BY_VALUE.to_owned())]);
+        tags.extend(
+            extra_tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let attributes = SecretAttributes {
             enabled: Some(true),
             expires: expires_on.and_then(to_offset),
@@ -321,7 +331,7 @@ impl SecretVault for KeyVaultSecrets {
         }
         let value = generate()?;
         let client = self.clients.secret_client(vault)?;
-        match Self::put(&client, name, &value, GENERATED_CONTENT_TYPE, None).await {
+        match Self::put(&client, name, &value, GENERATED_CONTENT_TYPE, None, &[]).await {
             Ok(created) => {
                 tracing::info!(%vault, secret = %name, version = %created.version, "created secret");
                 Ok(SecretOutcome::Created {
@@ -358,9 +368,10 @@ impl SecretVault for KeyVaultSecrets {
         value: &SecretValue,
         content_type: &str,
         expires_on: Timestamp,
+        tags: &[(&str, &str)],
     ) -> Result<StoredSecret> {
         let client = self.clients.secret_client(vault)?;
-        Self::put(&client, name, value, content_type, Some(expires_on))
+        Self::put(&client, name, value, content_type, Some(expires_on), tags)
             .await
             .map_err(|failure| {
                 if failure.inner_code.as_deref() == Some("ObjectIsDeletedButRecoverable") {

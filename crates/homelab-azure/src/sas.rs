@@ -344,6 +344,9 @@ pub enum RotationReason {
     LessThanAThirdLeft,
     /// It has expired.
     Expired,
+    /// It was signed for another storage account or container (or it does not say which): the
+    /// policy or the database's container changed since.
+    SignedForAnotherContainer,
 }
 
 /// Rotate when less than a third of the lifetime (`issued` to `expires`) remains at `now`.

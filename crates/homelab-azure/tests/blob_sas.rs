@@ -323,3 +323,91 @@ async fn a_sas_secret_written_by_someone_else_is_left_alone() {
     );
     assert_eq!(common::version_count(az, secret.as_str()).await, 1);
 }
+
+#[tokio::test]
+async fn a_stored_sas_for_another_container_is_minted_again_for_this_one() {
+    let Some(az) = AzureEmulators::get_or_skip("sas_for_another_container").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    let config = AzureConfig {
+        sas_signing: SasSigning::AccountKey {
+            key_file: account_key_file(az),
+        },
+        ..emulator_config()
+    };
+    let azure = clients(az, config);
+    let store = azure.blob_store(az.blob_service_url()).unwrap();
+    let secrets = azure.key_vault();
+    let app = unique("moved");
+    let secret = SecretName::backup_sas(&app);
+    let old_container = ContainerName::backup(&app);
+    let new_container = ContainerName::backup(&unique("moved-to"));
+    for container in [&old_container, &new_container] {
+        store.ensure_container(container).await.unwrap();
+    }
+    let policy = SasPolicy::default();
+    let now = Timestamp::now();
+    let first = ensure_backup_sas(
+        &secrets,
+        vault,
+        &secret,
+        &store,
+        &old_container,
+        &policy,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(first, SasOutcome::Minted { .. }), "{first:?}");
+    let old_token = secrets.get(vault, &secret).await.unwrap().unwrap().value;
+
+    // The database's container changed (its policy's template or storage account did): the
+    // stored token, fresh as it is, is for the old one and is replaced.
+    let moved = ensure_backup_sas(
+        &secrets,
+        vault,
+        &secret,
+        &store,
+        &new_container,
+        &policy,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            moved,
+            SasOutcome::Minted {
+                reason: RotationReason::SignedForAnotherContainer,
+                ..
+            }
+        ),
+        "{moved:?}"
+    );
+    let new_token = secrets.get(vault, &secret).await.unwrap().unwrap().value;
+    assert_ne!(new_token, old_token);
+    let on_new = sas_client(az, &store.container_url(&new_container), new_token.expose());
+    upload(&on_new, "after-the-move").await.unwrap();
+    let refused = upload(
+        &sas_client(az, &store.container_url(&new_container), old_token.expose()),
+        "with-the-old-token",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.http_status().map(u16::from), Some(403), "{refused}");
+
+    // Signed for this container now: kept.
+    let kept = ensure_backup_sas(
+        &secrets,
+        vault,
+        &secret,
+        &store,
+        &new_container,
+        &policy,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(kept, SasOutcome::Kept { .. }), "{kept:?}");
+}
