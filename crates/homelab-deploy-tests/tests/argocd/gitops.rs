@@ -112,7 +112,8 @@ async fn argo_cd_syncs_the_gitops_layout_and_the_operator_reconciles_it() -> Res
     )?;
     stage.repo.commit("the examples")?;
 
-    // The stores the overlays name, as a user creates them once per cluster.
+    // The stores the overlays name, as the layout's README says: once per cluster, from
+    // cluster/secret-stores.yaml.
     let stores: Api<DynamicObject> = Api::all_with(
         stage.client.clone(),
         &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
@@ -121,25 +122,17 @@ async fn argo_cd_syncs_the_gitops_layout_and_the_operator_reconciles_it() -> Res
             "ClusterSecretStore",
         )),
     );
-    for store in ["azure-keyvault", "azure-keyvault-nonprod"] {
-        let object = json!({
-            "apiVersion": "external-secrets.io/v1",
-            "kind": "ClusterSecretStore",
-            "metadata": {"name": store},
-            "spec": {"provider": {"azurekv": {
-                "vaultUrl": format!("https://{store}.vault.azure.net"),
-                "authType": "WorkloadIdentity",
-                "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"},
-            }}},
-        });
+    let stores_file = repo_root().join("examples/gitops/cluster/secret-stores.yaml");
+    for store in homelab_deploy_tests::read_documents(&stores_file)? {
+        let name = text(&store, "/metadata/name").to_owned();
         stores
             .patch(
-                store,
+                &name,
                 &PatchParams::apply("homelab-deploy-tests").force(),
-                &Patch::Apply(&object),
+                &Patch::Apply(&store),
             )
             .await
-            .with_context(|| format!("creating ClusterSecretStore {store}"))?;
+            .with_context(|| format!("creating ClusterSecretStore {name}"))?;
     }
 
     let _operator = Operator::start(&stage).await?;

@@ -267,3 +267,105 @@ async fn application_sets_discover_every_overlay_of_their_environment() -> Resul
     }
     Ok(())
 }
+
+/// The Key Vault URL behind each ClusterSecretStore of `cluster/secret-stores.yaml`.
+fn vaults() -> Result<BTreeMap<String, String>> {
+    let path = gitops().join("cluster/secret-stores.yaml");
+    let mut vaults = BTreeMap::new();
+    for store in read_documents(&path)? {
+        ensure!(
+            store["kind"] == "ClusterSecretStore",
+            "{}: {} is not a ClusterSecretStore",
+            display(&path),
+            object_id(&store)
+        );
+        let name = store["metadata"]["name"].as_str().unwrap_or_default();
+        let url = store["spec"]["provider"]["azurekv"]["vaultUrl"]
+            .as_str()
+            .with_context(|| format!("{}: store {name} has no vaultUrl", display(&path)))?;
+        vaults.insert(name.to_owned(), url.trim_end_matches('/').to_owned());
+    }
+    Ok(vaults)
+}
+
+/// Every Key Vault secret an overlay's ExternalSecrets read, as (vault URL, secret name), from
+/// what the operator renders for it.
+fn key_vault_secrets(
+    objects: &[Value],
+    vaults: &BTreeMap<String, String>,
+    overlay: &str,
+) -> Result<BTreeSet<(String, String)>> {
+    let text = objects
+        .iter()
+        .map(|o| Ok(format!("---\n{}\n", serde_json::to_string(o)?)))
+        .collect::<Result<String>>()?;
+    let config = homelab_render::OperatorConfig::default();
+    let children = homelab_render::render_manifests(&[(overlay, text.as_str())], &config)
+        .with_context(|| format!("rendering {overlay}"))?;
+    let mut secrets = BTreeSet::new();
+    for child in children
+        .iter()
+        .filter(|c| c.types.as_ref().is_some_and(|t| t.kind == "ExternalSecret"))
+    {
+        let spec = &child.data["spec"];
+        let store = spec["secretStoreRef"]["name"].as_str().unwrap_or_default();
+        let vault = vaults.get(store).with_context(|| {
+            format!(
+                "{overlay}: ExternalSecret {} reads ClusterSecretStore {store}, which cluster/secret-stores.yaml does not define",
+                child.metadata.name.as_deref().unwrap_or_default()
+            )
+        })?;
+        let keys = spec["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["remoteRef"]["key"].as_str())
+            .chain(
+                spec["dataFrom"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d["extract"]["key"].as_str()),
+            );
+        for key in keys {
+            secrets.insert((vault.clone(), key.to_owned()));
+        }
+    }
+    Ok(secrets)
+}
+
+#[tokio::test]
+async fn no_two_environments_share_a_key_vault_secret() -> Result<()> {
+    let vaults = vaults()?;
+    let distinct: BTreeSet<&String> = vaults.values().collect();
+    ensure!(
+        distinct.len() == vaults.len(),
+        "two ClusterSecretStores point at one vault: {vaults:?}"
+    );
+    let mut readers: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (app, environment) in overlays()? {
+        let overlay = format!("apps/{app}/overlays/{environment}");
+        let objects = kustomize(&gitops().join(&overlay)).await?;
+        let secrets = key_vault_secrets(&objects, &vaults, &overlay)?;
+        ensure!(
+            secrets
+                .iter()
+                .any(|(_, key)| key == &format!("{app}-db-password")),
+            "{overlay}: no ExternalSecret reads the database password {app}-db-password: {secrets:?}"
+        );
+        for secret in secrets {
+            readers.entry(secret).or_default().insert(overlay.clone());
+        }
+    }
+    let shared: Vec<String> = readers
+        .iter()
+        .filter(|(_, overlays)| overlays.len() > 1)
+        .map(|((vault, key), overlays)| format!("{vault} secret {key}: {overlays:?}"))
+        .collect();
+    ensure!(
+        shared.is_empty(),
+        "Key Vault secrets reached from more than one overlay (each would read and rotate the other's):\n{}",
+        shared.join("\n")
+    );
+    Ok(())
+}
