@@ -130,10 +130,21 @@ pub struct AppDatabaseSpec {
     /// Monitoring of the PostgreSQL pods.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+
+    /// Keep CloudNativePG's PodDisruptionBudgets (default), which stop a node drain from
+    /// evicting the primary. On a single node a drain (a MicroK8s or kured upgrade) then waits
+    /// forever for a single-instance database; `false` lets it proceed, and the database is down
+    /// until the node is back.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub pod_disruption_budget: bool,
 }
 
 fn default_instances() -> i32 {
     1
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// PostgreSQL version, image and parameters.

@@ -27,6 +27,9 @@ pub(super) fn cluster(
     let mut body = Map::new();
     body.insert("instances".into(), spec.instances.into());
     body.insert("imageName".into(), image_name(ctx).into());
+    if !spec.pod_disruption_budget {
+        body.insert("enablePDB".into(), false.into());
+    }
     body.insert("storage".into(), storage(&spec.storage));
     if let Some(wal) = &spec.wal_storage {
         body.insert("walStorage".into(), storage(wal));
@@ -356,6 +359,17 @@ spec:
             s["plugins"][0]["parameters"]["serverName"],
             "linkding2-db-cnpg-v1"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn pod_disruption_budgets_stay_unless_turned_off() -> Result<(), RenderError> {
+        let facts = AppDatabaseFacts::new(&database(LINKDING), None);
+        let kept = spec(&render(LINKDING, &facts)?).clone();
+        assert!(kept.get("enablePDB").is_none(), "{kept}");
+        let off = "metadata: {name: linkding}\nspec: {podDisruptionBudget: false}";
+        let off = spec(&render(off, &facts)?).clone();
+        assert_eq!(off["enablePDB"], false);
         Ok(())
     }
 
