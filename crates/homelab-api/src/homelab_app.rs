@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{LocalRef, SecretStoreRef};
+use crate::common::{DeletionPolicy, LocalRef, SecretStoreRef};
 
 /// A self-hosted web app (linkding, commafeed, wallabag, n8n, listmonk…) and everything it needs
 /// to run: Deployment, Service, Ingress or Gateway API route with TLS, secrets from Key Vault,
@@ -136,6 +136,13 @@ pub struct HomelabAppSpec {
     #[schemars(length(max = 16))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub persistence: Vec<VolumeSpec>,
+
+    /// What deleting this HomelabApp, or removing a volume from `persistence`, does to the
+    /// volumes' PersistentVolumeClaims. `Retain` (default) keeps them and the data on them: an
+    /// app re-created under the same name mounts them again (delete a claim by hand when its
+    /// data is no longer wanted). `Delete` removes them with the app or the volume.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 
     /// Network isolation: on by default.
     #[serde(default)]

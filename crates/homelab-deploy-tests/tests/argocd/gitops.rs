@@ -382,8 +382,8 @@ async fn argo_cd_syncs_the_gitops_layout_and_the_operator_reconciles_it() -> Res
 
 /// Removing linkding's dev overlay from git: the ApplicationSet deletes the Application, Argo CD
 /// deletes what it synced (the HomelabApp, the AppDatabase, the BackupPolicy) with the children
-/// they own, and the AppDatabase's default `deletionPolicy: Retain` keeps the CloudNativePG
-/// cluster, as the CRD reference documents. (Without Azure the operator puts no finalizer on the
+/// they own, and the default `deletionPolicy: Retain` keeps the CloudNativePG cluster and the
+/// app's volume claim, as the CRD reference documents. (Without Azure the operator puts no finalizer on the
 /// AppDatabase, having nothing outside the cluster to clean up: what keeps the cluster is that it
 /// carries no owner reference.)
 async fn delete_from_git_keeps_the_database(
@@ -452,6 +452,17 @@ async fn delete_from_git_keeps_the_database(
             .as_ref()
             .is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
         "deleting the AppDatabase under deletionPolicy Retain deleted its cluster linkding-db-cnpg-v1"
+    );
+    // So is the app's data volume: HomelabApp's default deletionPolicy Retain gives its claims
+    // no owner reference.
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(stage.client.clone(), namespace);
+    let claim = claims.get_opt("linkding-data").await?;
+    ensure!(
+        claim
+            .as_ref()
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+        "deleting the HomelabApp under deletionPolicy Retain deleted its volume claim linkding-data"
     );
     // The other environments are untouched.
     for name in ["linkding-qa", "linkding-prod"] {

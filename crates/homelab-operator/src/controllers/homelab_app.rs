@@ -132,7 +132,12 @@ async fn prune(app: &HomelabApp, desired: &[DynamicObject], ctx: &Context) -> Re
     let namespace = app.namespace().unwrap_or_default();
     let uid = app.meta().uid.clone().unwrap_or_default();
     let owner_key = format!("{KIND}/{}", app.name_any());
-    super::prune_children(ctx, &namespace, &uid, &owner_key, desired, |_| false).await
+    // Under Retain a claim whose volume left the spec keeps its data.
+    let retain_claims = app.spec.deletion_policy == homelab_api::common::DeletionPolicy::Retain;
+    super::prune_children(ctx, &namespace, &uid, &owner_key, desired, |child| {
+        retain_claims && child.kind == "PersistentVolumeClaim"
+    })
+    .await
 }
 
 fn observe(

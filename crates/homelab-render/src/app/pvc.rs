@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use homelab_api::common::DeletionPolicy;
 use homelab_api::homelab_app::VolumeSpec;
 use homelab_api::naming;
 use k8s_openapi::api::core::v1::{
@@ -24,7 +25,11 @@ pub(super) fn volume_claim(
             &ctx.owner,
             naming::app_volume_claim(&ctx.name, &volume.name),
             ctx.labels(),
-            Ownership::Owned,
+            // The app's data: under Retain (the default) no ownerReference, so neither the
+            // garbage collector nor a deleted app takes it.
+            Ownership::DataBearing {
+                owned: ctx.spec.deletion_policy == DeletionPolicy::Delete,
+            },
         ),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_string()]),
@@ -61,6 +66,16 @@ mod tests {
         let ctx = Context::new(&app, &facts, &config)?;
         let c = volume_claim(&ctx, &app.spec.persistence[0])?;
         assert_eq!(c.metadata.name.as_deref(), Some("linkding-data"));
+        // Retain (the default): the owner is named by annotation, not by an ownerReference.
+        assert!(c.metadata.owner_references.is_none(), "{:?}", c.metadata);
+        assert_eq!(
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(homelab_api::naming::ANNOTATION_OWNER))
+                .map(String::as_str),
+            Some("HomelabApp/linkding")
+        );
         assert_eq!(
             spec(&c),
             &json!({
@@ -69,6 +84,19 @@ mod tests {
                 "storageClassName": "longhorn"
             })
         );
+        Ok(())
+    }
+
+    #[test]
+    fn claims_go_with_the_app_under_delete() -> Result<(), RenderError> {
+        let app = app(
+            "metadata: {name: linkding}\nspec: {image: x, deletionPolicy: Delete, persistence: [{name: data, mountPath: /data, size: 1Gi}]}",
+        );
+        let facts = HomelabAppFacts::default();
+        let config = OperatorConfig::default();
+        let ctx = Context::new(&app, &facts, &config)?;
+        let c = volume_claim(&ctx, &app.spec.persistence[0])?;
+        assert_eq!(c.metadata.owner_references.map(|r| r.len()), Some(1));
         Ok(())
     }
 }
