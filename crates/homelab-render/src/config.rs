@@ -1,5 +1,7 @@
 //! Operator-wide settings that shape rendered objects.
 
+use std::collections::BTreeMap;
+
 use homelab_api::common::{SecretStoreKind, SecretStoreRef};
 
 /// Settings that apply to every rendered object unless a resource overrides them.
@@ -11,10 +13,18 @@ pub struct OperatorConfig {
     pub default_cluster_issuer: String,
     /// Namespace of the ingress controller (or Gateway data plane) pods that may reach apps.
     pub ingress_namespace: String,
+    /// Labels of the ingress controller pods in `ingress_namespace`; every pod there when empty.
+    pub ingress_pod_labels: BTreeMap<String, String>,
+    /// Labels added to rendered PodMonitors, for a Prometheus that selects them by label.
+    pub monitor_labels: BTreeMap<String, String>,
     /// Namespace of the cluster DNS pods that apps may query.
     pub dns_namespace: String,
-    /// Repository of the PostgreSQL operand images; the tag is the major version.
+    /// Repository of the PostgreSQL operand images.
     pub postgres_image_repository: String,
+    /// What follows the major version in the default operand image's tag: CloudNativePG's image
+    /// type and Debian release (`{major}-standard-trixie`). The bare `{major}` tags are the
+    /// `system` images, which upstream keeps only for backward compatibility.
+    pub postgres_image_flavor: String,
 }
 
 impl Default for OperatorConfig {
@@ -26,8 +36,11 @@ impl Default for OperatorConfig {
             },
             default_cluster_issuer: "letsencrypt-prod".to_string(),
             ingress_namespace: "ingress-nginx".to_string(),
+            ingress_pod_labels: BTreeMap::new(),
+            monitor_labels: BTreeMap::new(),
             dns_namespace: "kube-system".to_string(),
             postgres_image_repository: "ghcr.io/cloudnative-pg/postgresql".to_string(),
+            postgres_image_flavor: "standard-trixie".to_string(),
         }
     }
 }

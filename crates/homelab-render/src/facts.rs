@@ -26,6 +26,11 @@ pub struct AppDatabaseFacts {
     pub server_name: String,
     /// Where `spec.restore` reads from. Required when `spec.restore` is set.
     pub restore_source: Option<RestoreSourceFacts>,
+    /// The operand image the database's data was written with: the image its existing Cluster
+    /// runs (CloudNativePG's `status.image`), or, before a restored database's Cluster exists, its source's. Kept
+    /// while the major version is unchanged, because changing an existing cluster's image type
+    /// or Debian release (and so its collations) is not supported upstream.
+    pub running_image: Option<String>,
 }
 
 impl AppDatabaseFacts {
@@ -35,6 +40,7 @@ impl AppDatabaseFacts {
             policy,
             server_name: naming::archive_server_name(&naming::cluster(database.app_name()), 1),
             restore_source: None,
+            running_image: None,
         }
     }
 }
@@ -146,6 +152,9 @@ pub struct DrillFacts {
     pub sequence: u64,
     /// The server name the source database currently archives under.
     pub server_name: String,
+    /// The image the source Cluster runs (`status.image`): the drill restores with the binaries
+    /// that wrote the data.
+    pub source_image: Option<String>,
 }
 
 #[cfg(test)]

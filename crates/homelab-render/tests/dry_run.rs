@@ -28,7 +28,7 @@ spec:
       storageAccount: othersaccount
       endpoint: "http://azurite.test:10000/othersaccount"
       containerTemplate: "pg-{app}"
-      credentials: {mode: InheritFromAzureAD}
+      credentials: {mode: InheritFromAzureAD, clientId: 11111111-1111-1111-1111-111111111111}
 ---
 apiVersion: homelab.io/v1alpha1
 kind: AppDatabase
@@ -156,6 +156,7 @@ fn render_all(namespace: &str) -> Result<Vec<DynamicObject>> {
             let facts = DrillFacts {
                 sequence: 123_456,
                 server_name: naming::cluster(database.app_name()),
+                source_image: None,
             };
             objects.push(render_restore_drill(policy, database, &facts, &config)?);
             objects.push(render_on_demand_backup(

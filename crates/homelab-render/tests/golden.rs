@@ -105,6 +105,7 @@ fn drill_and_on_demand_backup_for_linkding() -> anyhow::Result<()> {
         &DrillFacts {
             sequence: 42,
             server_name: "linkding-db-cnpg-v1".into(),
+            source_image: None,
         },
         &config,
     )?;

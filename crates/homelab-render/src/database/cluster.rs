@@ -26,7 +26,10 @@ pub(super) fn cluster(
     let spec = &ctx.database.spec;
     let mut body = Map::new();
     body.insert("instances".into(), spec.instances.into());
-    body.insert("imageName".into(), image_name(ctx).into());
+    body.insert(
+        "imageName".into(),
+        image_name(ctx, facts.running_image.as_deref()).into(),
+    );
     if !spec.pod_disruption_budget {
         body.insert("enablePDB".into(), false.into());
     }
@@ -88,6 +91,16 @@ pub(super) fn cluster(
         }
     }
 
+    // The sidecar that archives (own policy) or reads the archive (a named archive's policy)
+    // authenticates as the policy says.
+    let reading_policy = match &facts.restore_source {
+        Some(RestoreSourceFacts::Archive { policy, .. }) => Some(&policy.spec),
+        _ => None,
+    };
+    if let Some(policy) = facts.policy.as_ref().map(|p| &p.spec).or(reading_policy) {
+        super::insert_workload_identity(&mut body, policy);
+    }
+
     if facts.policy.is_some() {
         body.insert(
             "plugins".into(),
@@ -113,15 +126,38 @@ pub(super) fn cluster(
     Ok(meta::dynamic(&CLUSTER, metadata, json!({ "spec": body })))
 }
 
-/// `postgres.image`, or the configured repository tagged with the major version.
-pub(crate) fn image_name(ctx: &Context) -> String {
+/// `postgres.image`; else the image the data was written with (`running`) while its major
+/// version is still the one asked for; else the configured repository's
+/// `{major}-{flavor}` image. A changed `postgres.version` moves to the new major's default image,
+/// which CloudNativePG performs as a major upgrade.
+pub(crate) fn image_name(ctx: &Context, running: Option<&str>) -> String {
     let postgres = &ctx.database.spec.postgres;
-    postgres.image.clone().unwrap_or_else(|| {
-        format!(
-            "{}:{}",
-            ctx.config.postgres_image_repository, postgres.version
-        )
-    })
+    if let Some(image) = &postgres.image {
+        return image.clone();
+    }
+    if let Some(running) = running {
+        match image_major_version(running) {
+            Some(major) if major != postgres.version => {}
+            // Same major, or a tag that does not tell: keep what the data was written with.
+            _ => return running.to_string(),
+        }
+    }
+    format!(
+        "{}:{}-{}",
+        ctx.config.postgres_image_repository, postgres.version, ctx.config.postgres_image_flavor
+    )
+}
+
+/// The PostgreSQL major version an image's tag starts with (`17` in `…/postgresql:17.6-system-trixie`
+/// or `…:17`), if the tag tells.
+pub(crate) fn image_major_version(image: &str) -> Option<i32> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let (_, tag) = without_digest.rsplit_once(':')?;
+    if tag.contains('/') {
+        return None; // a registry port, not a tag
+    }
+    let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 pub(crate) fn storage(storage: &StorageSpec) -> Value {
@@ -206,7 +242,10 @@ mod tests {
         assert_eq!(c.metadata.name.as_deref(), Some("linkding-db-cnpg-v1"));
         let s = spec(&c);
         assert_eq!(s["instances"], 1);
-        assert_eq!(s["imageName"], "ghcr.io/cloudnative-pg/postgresql:17");
+        assert_eq!(
+            s["imageName"],
+            "ghcr.io/cloudnative-pg/postgresql:17-standard-trixie"
+        );
         assert_eq!(s["storage"], json!({"size": "15Gi"}));
         assert_eq!(
             s["bootstrap"]["initdb"],
@@ -245,8 +284,85 @@ mod tests {
             s["postgresql"]["parameters"],
             json!({"archive_timeout": "30s", "max_connections": "200"})
         );
-        assert_eq!(s["imageName"], "ghcr.io/cloudnative-pg/postgresql:16");
+        assert_eq!(
+            s["imageName"],
+            "ghcr.io/cloudnative-pg/postgresql:16-standard-trixie"
+        );
         Ok(())
+    }
+
+    #[test]
+    fn an_existing_cluster_keeps_its_image_until_the_major_version_changes()
+    -> Result<(), RenderError> {
+        // A cluster created with the legacy `system` image: switching it to `standard` is not
+        // supported upstream, so the running image stays.
+        let mut facts = AppDatabaseFacts::new(&database(LINKDING), None);
+        facts.running_image = Some("ghcr.io/cloudnative-pg/postgresql:17".into());
+        assert_eq!(
+            spec(&render(LINKDING, &facts)?)["imageName"],
+            "ghcr.io/cloudnative-pg/postgresql:17"
+        );
+        facts.running_image = Some("ghcr.io/cloudnative-pg/postgresql:17.6-system-bookworm".into());
+        assert_eq!(
+            spec(&render(LINKDING, &facts)?)["imageName"],
+            "ghcr.io/cloudnative-pg/postgresql:17.6-system-bookworm"
+        );
+        // Raising the version is a major upgrade to the new major's default image.
+        let upgraded = "metadata: {name: linkding}\nspec: {postgres: {version: 18}}";
+        assert_eq!(
+            spec(&render(upgraded, &facts)?)["imageName"],
+            "ghcr.io/cloudnative-pg/postgresql:18-standard-trixie"
+        );
+        // An image named in the spec always wins.
+        let pinned =
+            "metadata: {name: linkding}\nspec: {postgres: {image: 'registry.example/pg:17.7'}}";
+        assert_eq!(
+            spec(&render(pinned, &facts)?)["imageName"],
+            "registry.example/pg:17.7"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn workload_identity_labels_the_pods_and_annotates_the_service_account()
+    -> Result<(), RenderError> {
+        let facts = with_policy(
+            LINKDING,
+            policy(
+                "storage: {azure: {storageAccount: acct, credentials: {mode: InheritFromAzureAD, clientId: 11111111-1111-1111-1111-111111111111}}}",
+            ),
+        );
+        let s = spec(&render(LINKDING, &facts)?).clone();
+        assert_eq!(
+            s["serviceAccountTemplate"],
+            json!({"metadata": {"annotations": {"azure.workload.identity/client-id": "11111111-1111-1111-1111-111111111111"}}})
+        );
+        assert_eq!(
+            s["inheritedMetadata"],
+            json!({"labels": {"azure.workload.identity/use": "true"}})
+        );
+        // SAS tokens need neither.
+        let s = spec(&render(LINKDING, &with_policy(LINKDING, daily()))?).clone();
+        assert!(s.get("serviceAccountTemplate").is_none(), "{s}");
+        assert!(s.get("inheritedMetadata").is_none(), "{s}");
+        Ok(())
+    }
+
+    #[test]
+    fn image_major_versions_are_read_from_tags() {
+        for (image, major) in [
+            ("ghcr.io/cloudnative-pg/postgresql:17", Some(17)),
+            (
+                "ghcr.io/cloudnative-pg/postgresql:16.9-minimal-trixie",
+                Some(16),
+            ),
+            ("localhost:5000/pg:18-standard-trixie@sha256:abc", Some(18)),
+            ("localhost:5000/pg", None),
+            ("registry.example/pg:latest", None),
+            ("registry.example/pg@sha256:abc", None),
+        ] {
+            assert_eq!(image_major_version(image), major, "{image}");
+        }
     }
 
     #[test]

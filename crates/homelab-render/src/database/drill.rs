@@ -31,7 +31,10 @@ pub fn render_restore_drill(
 
     let mut body = Map::new();
     body.insert("instances".into(), 1.into());
-    body.insert("imageName".into(), image_name(&ctx).into());
+    body.insert(
+        "imageName".into(),
+        image_name(&ctx, facts.source_image.as_deref()).into(),
+    );
     body.insert("enablePDB".into(), false.into());
     body.insert("storage".into(), storage(&spec.storage));
     if let Some(wal) = &spec.wal_storage {
@@ -41,6 +44,7 @@ pub fn render_restore_drill(
         "resources".into(),
         json!({ "requests": { "cpu": "100m", "memory": "256Mi" } }),
     );
+    super::insert_workload_identity(&mut body, &policy.spec);
     if !spec.postgres.parameters.is_empty() {
         body.insert(
             "postgresql".into(),
@@ -100,6 +104,7 @@ mod tests {
         let facts = DrillFacts {
             sequence: 7,
             server_name: "linkding-db-cnpg-v1".into(),
+            source_image: None,
         };
         let c = render_restore_drill(&policy(), &source, &facts, &OperatorConfig::default())?;
         assert_eq!(c.metadata.name.as_deref(), Some("linkding-drill-7"));
@@ -120,6 +125,29 @@ mod tests {
         assert_eq!(
             s["externalClusters"][0]["plugin"]["parameters"],
             json!({"barmanObjectName": "linkding-db-backup", "serverName": "linkding-db-cnpg-v1"})
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_drill_restores_with_the_source_clusters_image() -> Result<(), RenderError> {
+        let source = database("metadata: {name: linkding}\nspec: {}");
+        let mut facts = DrillFacts {
+            sequence: 1,
+            server_name: "linkding-db-cnpg-v1".into(),
+            source_image: None,
+        };
+        let config = OperatorConfig::default();
+        let c = render_restore_drill(&policy(), &source, &facts, &config)?;
+        assert_eq!(
+            spec(&c)["imageName"],
+            "ghcr.io/cloudnative-pg/postgresql:17-standard-trixie"
+        );
+        facts.source_image = Some("ghcr.io/cloudnative-pg/postgresql:17.6-system-bookworm".into());
+        let c = render_restore_drill(&policy(), &source, &facts, &config)?;
+        assert_eq!(
+            spec(&c)["imageName"],
+            "ghcr.io/cloudnative-pg/postgresql:17.6-system-bookworm"
         );
         Ok(())
     }
