@@ -224,12 +224,29 @@ fn default_container_template() -> String {
 /// How the Barman Cloud Plugin authenticates to Azure Blob Storage.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.mode != 'InheritFromAzureAD' || has(self.clientId)",
+     "message": "credentials.mode InheritFromAzureAD needs credentials.clientId: the client ID of the Entra identity federated with the database pods' ServiceAccounts (Azure workload identity); outside Azure without workload identity, use mode SasToken"},
+    {"rule": "self.mode == 'InheritFromAzureAD' || !has(self.clientId)",
+     "message": "credentials.clientId is used only with mode InheritFromAzureAD; remove it, or set the mode"}
+]))]
 pub struct AzureCredentials {
     /// `SasToken`: the operator mints a SAS token scoped to the database's container, keeps it
     /// in Key Vault and rotates it before it expires. `InheritFromAzureAD`: the backup sidecar
-    /// uses the pod's Azure workload identity, and no token exists.
+    /// authenticates with Azure workload identity as `clientId`, and no token exists.
     #[serde(default)]
     pub mode: CredentialsMode,
+
+    /// With `InheritFromAzureAD`: the client ID of the Entra identity (a user-assigned managed
+    /// identity or an app registration) that holds Storage Blob Data Contributor on the storage
+    /// account and has a federated credential for each database's ServiceAccount
+    /// (`system:serviceaccount:{namespace}:{app}-db-cnpg-v1`). The database's ServiceAccount is
+    /// annotated with it and its pods are labelled for the workload identity webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(
+        r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub client_id: Option<String>,
 
     /// Lifetime of each minted SAS token (hours `h` or days `d`, 1h to 365d). Tokens are rotated
     /// when less than a third of their lifetime remains.
@@ -246,6 +263,7 @@ impl Default for AzureCredentials {
     fn default() -> Self {
         Self {
             mode: CredentialsMode::default(),
+            client_id: None,
             sas_validity: default_sas_validity(),
         }
     }
@@ -261,7 +279,7 @@ pub enum CredentialsMode {
     /// An operator-minted, container-scoped SAS token kept in Key Vault and synced by ESO.
     #[default]
     SasToken,
-    /// The pod's Azure AD workload identity.
+    /// Azure workload identity of the database pods, as `clientId`.
     InheritFromAzureAD,
 }
 

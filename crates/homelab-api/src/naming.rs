@@ -50,6 +50,10 @@ pub const CNPG_POOLER_LABEL: &str = "cnpg.io/poolerName";
 pub const CNPG_RELOAD_LABEL: &str = "cnpg.io/reload";
 /// The label every namespace carries with its own name (set by the API server).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Azure workload identity: the ServiceAccount annotation naming the identity's client ID.
+pub const WORKLOAD_IDENTITY_CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
+/// Azure workload identity: the pod label the webhook injects the federated token into.
+pub const WORKLOAD_IDENTITY_USE_LABEL: &str = "azure.workload.identity/use";
 
 /// `app.kubernetes.io/component` of the PostgreSQL cluster, its monitoring and credentials.
 pub const COMPONENT_DATABASE: &str = "database";

@@ -273,7 +273,7 @@ async fn valid_edge_cases_are_accepted() -> Result<()> {
                 "storageAccount": "abc",
                 "containerTemplate": "pg-{app}-backups-v2",
                 "endpoint": "http://127.0.0.1:10000/devstoreaccount1",
-                "credentials": {"mode": "InheritFromAzureAD", "sasValidity": "1h"},
+                "credentials": {"mode": "InheritFromAzureAD", "clientId": "11111111-1111-1111-1111-111111111111", "sasValidity": "1h"},
             }},
             "drill": {"schedule": "0 4 * * SUN", "timeout": "2h", "history": 20},
         }}),

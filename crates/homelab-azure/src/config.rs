@@ -38,13 +38,16 @@ pub enum CredentialConfig {
         /// The federated token file.
         token_file: Option<PathBuf>,
     },
-    /// A service principal with a client secret, read from a file (a mounted Secret).
+    /// A service principal with a client secret, read from a file (a mounted Secret): what a
+    /// cluster outside Azure without workload identity federation uses.
     #[serde(rename_all = "camelCase")]
     ServicePrincipal {
-        /// The directory (tenant) ID.
-        tenant_id: String,
-        /// The application (client) ID.
-        client_id: String,
+        /// The directory (tenant) ID; `AZURE_TENANT_ID` when unset.
+        #[serde(default)]
+        tenant_id: Option<String>,
+        /// The application (client) ID; `AZURE_CLIENT_ID` when unset.
+        #[serde(default)]
+        client_id: Option<String>,
         /// A file holding the client secret.
         client_secret_file: PathBuf,
     },
@@ -334,6 +337,18 @@ fn build_credential(config: &AzureConfig) -> Result<Arc<dyn TokenCredential>> {
             client_id,
             client_secret_file,
         } => {
+            let from_env = |value: &Option<String>, field: &str, variable: &str| {
+                value
+                    .clone()
+                    .or_else(|| std::env::var(variable).ok().filter(|v| !v.is_empty()))
+                    .ok_or_else(|| {
+                        AzureError::Config(format!(
+                            "service principal: set credential.{field} in the Azure configuration, or {variable}"
+                        ))
+                    })
+            };
+            let tenant_id = from_env(tenant_id, "tenantId", "AZURE_TENANT_ID")?;
+            let client_id = from_env(client_id, "clientId", "AZURE_CLIENT_ID")?;
             let secret = std::fs::read_to_string(client_secret_file).map_err(|e| {
                 AzureError::Config(format!(
                     "cannot read the client secret file {}: {e}",
@@ -341,8 +356,8 @@ fn build_credential(config: &AzureConfig) -> Result<Arc<dyn TokenCredential>> {
                 ))
             })?;
             ClientSecretCredential::new(
-                tenant_id,
-                client_id.clone(),
+                &tenant_id,
+                client_id,
                 Secret::new(secret.trim().to_owned()),
                 Some(ClientSecretCredentialOptions {
                     client_options: options,
@@ -422,8 +437,8 @@ mod tests {
                 token_file: Some(token_file.clone()),
             },
             CredentialConfig::ServicePrincipal {
-                tenant_id: tenant.clone(),
-                client_id: "c".into(),
+                tenant_id: Some(tenant.clone()),
+                client_id: Some("c".into()),
                 client_secret_file: secret_file.clone(),
             },
             CredentialConfig::ManagedIdentity { client_id: None },
@@ -450,8 +465,8 @@ mod tests {
     fn a_missing_client_secret_file_is_a_config_error() {
         let config = AzureConfig {
             credential: CredentialConfig::ServicePrincipal {
-                tenant_id: "0e5f0a1c-7d3b-4c1e-9a55-3f2d6b8c4e71".into(),
-                client_id: "c".into(),
+                tenant_id: Some("0e5f0a1c-7d3b-4c1e-9a55-3f2d6b8c4e71".into()),
+                client_id: Some("c".into()),
                 client_secret_file: "/nonexistent/secret".into(),
             },
             ..Default::default()

@@ -143,7 +143,11 @@ fn policy() -> impl Strategy<Value = PolicyFacts> {
                 let mut azure = json!({
                     "storageAccount": "homelabbackups",
                     "containerTemplate": template,
-                    "credentials": {"mode": if sas { "SasToken" } else { "InheritFromAzureAD" }},
+                    "credentials": if sas {
+                        json!({"mode": "SasToken"})
+                    } else {
+                        json!({"mode": "InheritFromAzureAD", "clientId": "11111111-1111-1111-1111-111111111111"})
+                    },
                 });
                 if let Some(endpoint) = endpoint {
                     azure["endpoint"] = endpoint.into();

@@ -60,6 +60,7 @@ async fn argo_cd_installs_the_operator_from_deploy_base() -> Result<()> {
         serde_norway::from_str(&manifest.replace(UPSTREAM_REPO, &repo.url()))?;
     application["spec"]["source"]["kustomize"] = json!({
         "images": [format!("ghcr.io/homelab-operator/homelab-operator={name}:{tag}")],
+        "components": ["../components/service-principal"],
         "patches": [{
             "target": {"kind": "Deployment", "name": operator::DEPLOYMENT},
             "patch": operator::deployment_patch().to_string(),

@@ -195,6 +195,35 @@ pub(crate) fn plugin_parameters(object_store: &str, server_name: &str) -> serde_
     })
 }
 
+/// What a Cluster needs for barman-cloud to authenticate with Azure workload identity
+/// (`credentials.mode: InheritFromAzureAD`): its ServiceAccount annotated with the identity's
+/// client ID, and its pods labelled so that the workload identity webhook injects the federated
+/// token and `AZURE_*` variables into every container, the plugin's sidecar included.
+pub(crate) fn insert_workload_identity(
+    body: &mut serde_json::Map<String, serde_json::Value>,
+    policy: &homelab_api::backup_policy::BackupPolicySpec,
+) {
+    let credentials = &policy.storage.azure.credentials;
+    if credentials.mode != homelab_api::backup_policy::CredentialsMode::InheritFromAzureAD {
+        return;
+    }
+    let Some(client_id) = &credentials.client_id else {
+        return;
+    };
+    body.insert(
+        "serviceAccountTemplate".into(),
+        serde_json::json!({ "metadata": { "annotations": {
+            homelab_api::naming::WORKLOAD_IDENTITY_CLIENT_ID_ANNOTATION: client_id,
+        }}}),
+    );
+    body.insert(
+        "inheritedMetadata".into(),
+        serde_json::json!({ "labels": {
+            homelab_api::naming::WORKLOAD_IDENTITY_USE_LABEL: "true",
+        }}),
+    );
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use homelab_api::AppDatabase;

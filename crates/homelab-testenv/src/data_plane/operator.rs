@@ -1,7 +1,8 @@
 //! homelab-operator in the cluster, installed from `deploy/base` as users install it: its
 //! ServiceAccount and RBAC, two replicas with leader election. A kustomize overlay made here
 //! changes only what a homelab outside AKS changes too: the image (imported, never pulled), a
-//! service principal instead of workload identity, and the CA of the emulators' certificates.
+//! service principal instead of workload identity (`deploy/components/service-principal`), and
+//! the CA of the emulators' certificates.
 
 use std::path::Path;
 
@@ -30,20 +31,18 @@ pub async fn install(
         .map_err(Error::io(format!("creating {}", overlay.display())))?;
     let (name, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
     let principal = azure.service_principal();
-    let azure_config = format!(
-        "credential:\n  type: servicePrincipal\n  tenantId: {tenant}\n  clientId: {client}\n  \
-         clientSecretFile: /etc/homelab-operator/azure/client-secret\n\
-         cloud:\n  name: azurePublic\n\
-         sasSigning:\n  type: userDelegation\n",
-        tenant = principal.tenant_id,
-        client = principal.client_id,
-    );
+    // The Secret `deploy/components/service-principal` documents; the component reads the
+    // tenant and client IDs from it and mounts the client secret.
     let extra = [
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": { "name": "homelab-operator-azure", "namespace": NAMESPACE },
-            "stringData": { "azure.yaml": azure_config, "client-secret": principal.client_secret },
+            "stringData": {
+                "tenant-id": principal.tenant_id,
+                "client-id": principal.client_id,
+                "client-secret": principal.client_secret,
+            },
         }),
         json!({
             "apiVersion": "v1",
@@ -63,14 +62,17 @@ pub async fn install(
     write(&overlay.join("deployment-patch.yaml"), &patch.to_string())?;
     // Kustomize takes only relative paths to a base.
     let base = relative_to(&overlay, &repo_root().join("deploy/base"));
+    let component = relative_to(&overlay, &repo_root().join(SERVICE_PRINCIPAL_COMPONENT));
     write(
         &overlay.join("kustomization.yaml"),
         &format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
              resources:\n  - {base}\n  - azure.yaml\n\
+             components:\n  - {component}\n\
              images:\n  - name: ghcr.io/homelab-operator/homelab-operator\n    newName: {name}\n    newTag: \"{tag}\"\n\
              patches:\n  - path: deployment-patch.yaml\n",
             base = base.display(),
+            component = component.display(),
         ),
     )?;
     let rendered = kubectl(env, &["kustomize", &overlay.display().to_string()]).await?;
@@ -80,30 +82,30 @@ pub async fn install(
     components::wait_available(env, NAMESPACE, DEPLOYMENT).await
 }
 
-/// The strategic-merge patch of `deploy/base`'s Deployment that the install here makes: the image
-/// is never pulled, the Azure settings and client secret come from the Secret
-/// `homelab-operator-azure` and the emulators' CA from the ConfigMap `homelab-operator-ca`
-/// (both created by [`install`]), and workload identity is off.
+/// The Kustomize component that switches `deploy/base` to a service principal, as users outside
+/// Azure install it.
+pub const SERVICE_PRINCIPAL_COMPONENT: &str = "deploy/components/service-principal";
+
+/// The strategic-merge patch of `deploy/base`'s Deployment that the install here makes besides
+/// [`SERVICE_PRINCIPAL_COMPONENT`]: the image is never pulled, and the emulators' CA comes from
+/// the ConfigMap `homelab-operator-ca` (created by [`install`]).
 pub fn deployment_patch() -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": { "name": DEPLOYMENT },
-        "spec": { "template": { "metadata": { "labels": { "azure.workload.identity/use": "false" } }, "spec": {
+        "spec": { "template": { "spec": {
             "containers": [{
                 "name": "operator",
                 "imagePullPolicy": "Never",
                 "env": [
-                    { "name": "HOMELAB_AZURE_CONFIG", "value": "/etc/homelab-operator/azure/azure.yaml" },
                     { "name": "SSL_CERT_FILE", "value": "/etc/homelab-operator/ca/ca.crt" },
                 ],
                 "volumeMounts": [
-                    { "name": "azure", "mountPath": "/etc/homelab-operator/azure", "readOnly": true },
                     { "name": "ca", "mountPath": "/etc/homelab-operator/ca", "readOnly": true },
                 ],
             }],
             "volumes": [
-                { "name": "azure", "secret": { "secretName": "homelab-operator-azure" } },
                 { "name": "ca", "configMap": { "name": "homelab-operator-ca" } },
             ],
         } } },
