@@ -151,8 +151,11 @@ fn is_true(value: &bool) -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresSpec {
-    /// PostgreSQL major version; selects the CloudNativePG image
-    /// `ghcr.io/cloudnative-pg/postgresql:{version}`. Ignored when `image` is set.
+    /// PostgreSQL major version; selects CloudNativePG's `standard` image on Debian trixie,
+    /// `ghcr.io/cloudnative-pg/postgresql:{version}-standard-trixie`, for a new cluster. An
+    /// existing cluster keeps the image it runs while the major version is unchanged; raising
+    /// the version moves it to the new major's image (an in-place major upgrade). Ignored when
+    /// `image` is set.
     #[serde(default = "default_postgres_version")]
     #[schemars(range(min = 13, max = 18))]
     pub version: i32,
@@ -453,6 +456,24 @@ pub struct AppDatabaseStatus {
     /// The owner role clients log in as, chosen as `database` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+
+    /// The sizes the cluster's volumes were last given: `spec.storage.size` and
+    /// `spec.walStorage.size` once applied, or the smaller ones kept while the storage class
+    /// cannot expand (condition `VolumesReady`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_sizes: Option<VolumeSizes>,
+}
+
+/// Sizes of a cluster's volumes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSizes {
+    /// The data volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// The WAL volumes, when separate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_storage: Option<String>,
 }
 
 /// Connection endpoints.

@@ -16,6 +16,9 @@ pub const STORAGE_READY: &str = "StorageReady";
 pub const BACKUP_READY: &str = "BackupReady";
 /// `AppDatabase`: a requested restore can proceed (the target lies inside the recovery window).
 pub const RESTORE_READY: &str = "RestoreReady";
+/// `AppDatabase`, present only when a volume cannot get the size asked for: its storage class
+/// does not allow expansion.
+pub const VOLUMES_READY: &str = "VolumesReady";
 
 /// `HomelabApp`: the Deployment has its desired replicas available.
 pub const AVAILABLE: &str = "Available";

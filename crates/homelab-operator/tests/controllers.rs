@@ -648,3 +648,113 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     .await;
     standby.stop().await;
 }
+
+/// A database asked to grow on a storage class that cannot expand volumes keeps its size and
+/// says why (MicroK8s' `microk8s-hostpath` is such a class); on one that can, it grows.
+#[tokio::test]
+async fn growing_a_database_on_a_class_that_cannot_expand_is_refused_clearly() {
+    let (client, ns) = setup("volumes").await;
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+    let fixed = format!("{ns}-fixed");
+    let growing = format!("{ns}-growing");
+    for (name, expand) in [(&fixed, false), (&growing, true)] {
+        let class: k8s_openapi::api::storage::v1::StorageClass = serde_json::from_value(json!({
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": name},
+            "provisioner": "microk8s.io/hostpath",
+            "allowVolumeExpansion": expand,
+        }))
+        .unwrap();
+        classes
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&class),
+            )
+            .await
+            .unwrap();
+    }
+    let operator = Operator::start(&ns).await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    for (app, class) in [("fixed", &fixed), ("growing", &growing)] {
+        apply_value(
+            &client,
+            &ns,
+            json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+                "metadata": {"name": app},
+                "spec": {"storage": {"size": "1Gi", "storageClass": class}}}),
+        )
+        .await;
+        wait_exists(&client, &ns, CNPG, "Cluster", &naming::cluster(app)).await;
+        databases
+            .patch(
+                app,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"storage": {"size": "2Gi"}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    let condition = eventually(
+        "VolumesReady=False on the fixed-size database",
+        WAIT,
+        || {
+            let databases = databases.clone();
+            async move {
+                let db = serde_json::to_value(databases.get("fixed").await.ok()?).ok()?;
+                let generation = db["metadata"]["generation"].as_i64()?;
+                (db["status"]["observedGeneration"].as_i64()? == generation).then_some(())?;
+                db["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "VolumesReady")
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "StorageCannotExpand");
+    let message = condition["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.storage.size asks for 2Gi")
+            && message.contains(&format!(
+                "StorageClass {fixed} does not allow volume expansion"
+            ))
+            && message.contains("keeps 1Gi"),
+        "{message}"
+    );
+    assert_eq!(
+        ready_condition(&databases, "fixed").await,
+        Some(("False".to_string(), "StorageCannotExpand".to_string()))
+    );
+    let clusters = dynamic_api(&client, &ns, CNPG, "Cluster");
+    let fixed_cluster = clusters.get(&naming::cluster("fixed")).await.unwrap();
+    assert_eq!(
+        fixed_cluster.data.pointer("/spec/storage/size"),
+        Some(&json!("1Gi"))
+    );
+
+    // The class that can expand lets the same change through, with no such condition.
+    eventually("the growing database's Cluster at 2Gi", WAIT, || {
+        let clusters = clusters.clone();
+        async move {
+            let c = clusters.get(&naming::cluster("growing")).await.ok()?;
+            (c.data.pointer("/spec/storage/size")? == "2Gi").then_some(())
+        }
+    })
+    .await;
+    let growing_db = serde_json::to_value(databases.get("growing").await.unwrap()).unwrap();
+    assert!(
+        growing_db["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c["type"] != "VolumesReady")),
+        "{growing_db}"
+    );
+    operator.stop().await;
+    for name in [&fixed, &growing] {
+        let _ = classes.delete(name, &DeleteParams::default()).await;
+    }
+}

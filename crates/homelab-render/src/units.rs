@@ -31,6 +31,18 @@ pub fn retention_policy(value: &str) -> Result<String, String> {
     }
 }
 
+/// A volume size as the API takes it (`15Gi`, `512Mi`, `1Ti`) in mebibytes.
+pub fn mebibytes(size: &str) -> Option<u64> {
+    let (number, unit) = split_number(size)?;
+    let factor = match unit {
+        "Mi" => 1,
+        "Gi" => 1024,
+        "Ti" => 1024 * 1024,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
 fn split_number(value: &str) -> Option<(u64, &str)> {
     let digits = value.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 || digits > 9 || value.starts_with('0') {
@@ -43,6 +55,15 @@ fn split_number(value: &str) -> Option<(u64, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_in_mebibytes() {
+        assert_eq!(mebibytes("512Mi"), Some(512));
+        assert_eq!(mebibytes("15Gi"), Some(15 * 1024));
+        assert_eq!(mebibytes("2Ti"), Some(2 * 1024 * 1024));
+        assert_eq!(mebibytes("15G"), None);
+        assert_eq!(mebibytes("Gi"), None);
+    }
 
     #[test]
     fn archive_timeouts_use_postgresql_units() {

@@ -61,6 +61,7 @@ fn documented(kind: &str) -> Vec<(&'static str, &'static str)> {
             ("AzureError", P),
             ("BackupPolicyNotFound", D),
             ("BackupDestinationInUse", D),
+            ("StorageCannotExpand", D),
             ("SecretStoreNotUsable", D),
             ("CredentialsNotSynced", D),
             ("WALArchivingFailing", D),

@@ -165,10 +165,19 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     }
 
     // Render.
+    let running_image = cluster_image(ctx, &namespace, &app).or_else(|| {
+        db.spec
+            .restore
+            .as_ref()
+            .and_then(|r| r.from.app_database.as_ref())
+            .and_then(|source| ctx.database(&namespace, source))
+            .and_then(|source| cluster_image(ctx, &namespace, source.app_name()))
+    });
     let facts = homelab_render::AppDatabaseFacts {
         policy: policy.clone(),
         server_name: server_name.clone(),
         restore_source,
+        running_image,
     };
     let mut desired = homelab_render::render_app_database(db, &facts, &ctx.render)
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
@@ -186,6 +195,12 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     if restore_check.as_ref().is_some_and(|c| !c.allow_cluster) {
         desired.retain(|o| type_of(o).1 != "Cluster");
     }
+
+    // Growing volumes on a storage class that cannot expand them would leave CloudNativePG
+    // failing to resize the claims, with nothing to see on the AppDatabase: the Cluster keeps its
+    // size and the AppDatabase says why.
+    let volumes_held =
+        hold_back_unexpandable_growth(db, ctx, &namespace, &app, &mut desired).await?;
 
     // The Azure side first: the ExternalSecrets read what it creates.
     let (azure, azure_error) = match ensure_azure(db, ctx, &namespace, policy.as_ref()).await {
@@ -245,6 +260,24 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         observed.conditions.insert(1, check.condition);
         observed.conditions[0] = summarize(&observed.conditions[1..]);
     }
+    if let Some(cluster) = desired.iter().find(|o| type_of(o).1 == "Cluster") {
+        let size = |field: &str| {
+            cluster
+                .data
+                .pointer(&format!("/spec/{field}/size"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        observed.status.volume_sizes = Some(homelab_api::app_database::VolumeSizes {
+            storage: size("storage"),
+            wal_storage: size("walStorage"),
+        });
+    }
+    if let Some(held) = volumes_held {
+        // Asked for what the storage cannot give: that is why Ready is False, first of all.
+        observed.conditions.insert(1, held);
+        observed.conditions[0] = summarize(&observed.conditions[1..]);
+    }
     let live_cluster = ctx
         .children
         .get(CNPG_API, "Cluster", &namespace, &cluster_name);
@@ -288,6 +321,115 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         next_azure_check: azure.map(|a| a.next_check),
         next_backup_check,
     })
+}
+
+/// The image the existing Cluster of `app` runs (CloudNativePG's `status.image`), which the
+/// database's data was written with.
+pub(super) fn cluster_image(ctx: &Context, namespace: &str, app: &str) -> Option<String> {
+    ctx.children
+        .get(CNPG_API, "Cluster", namespace, &naming::cluster(app))
+        .and_then(|cluster| {
+            cluster
+                .data
+                .pointer("/status/image")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+}
+
+/// Holds back a `storage` or `walStorage` size larger than the one the existing cluster was
+/// given (`status.volumeSizes`) when the volumes' storage class does not allow expansion, and
+/// returns the condition saying so.
+async fn hold_back_unexpandable_growth(
+    db: &AppDatabase,
+    ctx: &Context,
+    namespace: &str,
+    app: &str,
+    desired: &mut [DynamicObject],
+) -> Result<Option<Observed>, Error> {
+    let cluster_exists = ctx
+        .children
+        .get(CNPG_API, "Cluster", namespace, &naming::cluster(app))
+        .is_some();
+    let recorded = db.status.as_ref().and_then(|s| s.volume_sizes.clone());
+    let (true, Some(recorded)) = (cluster_exists, recorded) else {
+        return Ok(None);
+    };
+    let Some(wanted) = desired.iter_mut().find(|o| type_of(o).1 == "Cluster") else {
+        return Ok(None);
+    };
+    let mut held = Vec::new();
+    for (field, running) in [
+        ("storage", recorded.storage),
+        ("walStorage", recorded.wal_storage),
+    ] {
+        let size_at = format!("/spec/{field}/size");
+        let asked = wanted
+            .data
+            .pointer(&size_at)
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let (Some(running), Some(asked)) = (running, asked) else {
+            continue;
+        };
+        let grows = matches!(
+            (
+                homelab_render::units::mebibytes(&running),
+                homelab_render::units::mebibytes(&asked)
+            ),
+            (Some(running), Some(asked)) if asked > running
+        );
+        if !grows {
+            continue;
+        }
+        let class = wanted
+            .data
+            .pointer(&format!("/spec/{field}/storageClass"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        if let Some(class) = unexpandable_class(ctx, class.as_deref()).await? {
+            if let Some(size) = wanted.data.pointer_mut(&size_at) {
+                *size = running.clone().into();
+            }
+            held.push(format!(
+                "spec.{field}.size asks for {asked} but StorageClass {class} does not allow volume expansion (allowVolumeExpansion is not true), so the cluster keeps {running}"
+            ));
+        }
+    }
+    Ok((!held.is_empty()).then(|| {
+        Observed::new(
+            conditions::VOLUMES_READY,
+            Status::False,
+            "StorageCannotExpand",
+            format!(
+                "{}. Move the data to a larger volume by restoring into a new AppDatabase with the larger size, or use a storage class that can expand",
+                held.join("; ")
+            ),
+        )
+    }))
+}
+
+/// The name of the storage class of volumes that name `class` (the cluster's default class when
+/// `None`), if it does not allow expansion.
+async fn unexpandable_class(ctx: &Context, class: Option<&str>) -> Result<Option<String>, Error> {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let api: Api<StorageClass> = Api::all(ctx.client.clone());
+    let found = match class {
+        Some(name) => api.get_opt(name).await?,
+        None => api
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|c| {
+                c.annotations()
+                    .get("storageclass.kubernetes.io/is-default-class")
+                    .is_some_and(|v| v == "true")
+            }),
+    };
+    Ok(found
+        .filter(|c| c.allow_volume_expansion != Some(true))
+        .map(|c| c.name_any()))
 }
 
 /// Fails when another AppDatabase already archives to the same container under the same server

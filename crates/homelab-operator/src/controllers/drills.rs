@@ -556,6 +556,11 @@ async fn start(
     let facts = homelab_render::DrillFacts {
         sequence,
         server_name: super::app_database::server_name(db),
+        source_image: super::app_database::cluster_image(
+            ctx,
+            &db.namespace().unwrap_or_default(),
+            db.app_name(),
+        ),
     };
     let mut object = homelab_render::render_restore_drill(policy, db, &facts, &ctx.render)
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
