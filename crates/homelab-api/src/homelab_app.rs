@@ -425,6 +425,10 @@ impl Default for NetworkPolicySpec {
 /// A destination the app may reach.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.except) || !isCIDR(self.cidr) || self.except.all(e, isCIDR(e) && cidr(self.cidr).containsCIDR(e))",
+     "message": "every except entry must be a network in CIDR notation inside cidr, such as 192.168.0.0/16 inside 0.0.0.0/0"}
+]))]
 pub struct EgressRule {
     /// Destination network in CIDR notation, e.g. `0.0.0.0/0` for the IPv4 internet, `::/0` for
     /// the IPv6 internet, or `192.168.10.0/24`.
@@ -433,6 +437,12 @@ pub struct EgressRule {
         {"rule": "isCIDR(self)", "message": "must be a network in CIDR notation, such as 0.0.0.0/0, 192.168.10.0/24 or ::/0"}
     ]))]
     pub cidr: String,
+    /// Networks inside `cidr` the app may not reach, e.g. the private ranges `10.0.0.0/8`,
+    /// `172.16.0.0/12` and `192.168.0.0/16`, so that `0.0.0.0/0` means the internet and not the
+    /// home network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 4, max = 43)))]
+    pub except: Vec<String>,
     /// Destination ports; all ports if empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(range(min = 1, max = 65535)))]

@@ -13,29 +13,9 @@ pub struct RunConfig {
     #[arg(long, env = "HOMELAB_WATCH_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
 
-    /// External Secrets Operator ClusterSecretStore used when a resource names none.
-    #[arg(
-        long,
-        env = "HOMELAB_DEFAULT_SECRET_STORE",
-        default_value = "azure-keyvault"
-    )]
-    pub default_secret_store: String,
-
-    /// cert-manager ClusterIssuer used for Ingress TLS when a HomelabApp names none.
-    #[arg(
-        long,
-        env = "HOMELAB_CLUSTER_ISSUER",
-        default_value = "letsencrypt-prod"
-    )]
-    pub cluster_issuer: String,
-
-    /// Namespace of the ingress controller (or Gateway) pods, admitted by app NetworkPolicies.
-    #[arg(
-        long,
-        env = "HOMELAB_INGRESS_NAMESPACE",
-        default_value = "ingress-nginx"
-    )]
-    pub ingress_namespace: String,
+    /// Settings that shape what is rendered.
+    #[command(flatten)]
+    pub render: RenderFlags,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "HOMELAB_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -111,12 +91,84 @@ impl RunConfig {
 
     /// The rendering defaults this configuration implies.
     pub fn render_config(&self) -> homelab_render::OperatorConfig {
+        self.render.render_config()
+    }
+}
+
+/// The settings that change what the operator renders, shared by `run` and `render` so that
+/// `render -f` prints what the controllers would apply.
+#[derive(Args, Clone, Debug)]
+pub struct RenderFlags {
+    /// External Secrets Operator ClusterSecretStore used when a resource names none.
+    #[arg(
+        long,
+        env = "HOMELAB_DEFAULT_SECRET_STORE",
+        default_value = "azure-keyvault"
+    )]
+    pub default_secret_store: String,
+
+    /// cert-manager ClusterIssuer used for Ingress TLS when a HomelabApp names none.
+    #[arg(
+        long,
+        env = "HOMELAB_CLUSTER_ISSUER",
+        default_value = "letsencrypt-prod"
+    )]
+    pub cluster_issuer: String,
+
+    /// Namespace of the ingress controller (or Gateway) pods, admitted by app NetworkPolicies.
+    #[arg(
+        long,
+        env = "HOMELAB_INGRESS_NAMESPACE",
+        default_value = "ingress-nginx"
+    )]
+    pub ingress_namespace: String,
+
+    /// Labels of the ingress controller (or Gateway proxy) pods, `key=value` comma-separated,
+    /// admitted by app NetworkPolicies in the ingress namespace; every pod of that namespace when
+    /// empty. MicroK8s: `app.kubernetes.io/name=traefik`.
+    #[arg(long, env = "HOMELAB_INGRESS_POD_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub ingress_pod_labels: Vec<(String, String)>,
+
+    /// Labels the Prometheus to scrape the databases selects PodMonitors by, `key=value`
+    /// comma-separated. MicroK8s' observability addon: `release=kube-prom-stack`.
+    #[arg(long, env = "HOMELAB_MONITOR_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub monitor_labels: Vec<(String, String)>,
+}
+
+impl RenderFlags {
+    /// The rendering defaults these flags imply.
+    pub fn render_config(&self) -> homelab_render::OperatorConfig {
         let mut config = homelab_render::OperatorConfig::default();
         config.default_secret_store.name = self.default_secret_store.clone();
         config.default_cluster_issuer = self.cluster_issuer.clone();
         config.ingress_namespace = self.ingress_namespace.clone();
+        config.ingress_pod_labels = self.ingress_pod_labels.iter().cloned().collect();
+        config.monitor_labels = self.monitor_labels.iter().cloned().collect();
         config
     }
+}
+
+/// `key=value`, with a key and value Kubernetes accepts in labels.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not key=value"))?;
+    let (key, value) = (key.trim(), value.trim());
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let valid_name = |s: &str| {
+        s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if !valid_name(name) || key.len() > 253 {
+        return Err(format!("{key:?} is not a valid label key"));
+    }
+    if !value.is_empty() && !valid_name(value) {
+        return Err(format!("{value:?} is not a valid label value"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// Log output format.

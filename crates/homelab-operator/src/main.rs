@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use homelab_operator::config::RunConfig;
+use homelab_operator::config::{RenderFlags, RunConfig};
 
 #[derive(Parser)]
 #[command(
@@ -29,20 +29,8 @@ enum Command {
         /// Also read the subdirectories of directories.
         #[arg(short = 'R', long)]
         recursive: bool,
-        /// ClusterSecretStore used when a resource names none.
-        #[arg(
-            long,
-            env = "HOMELAB_DEFAULT_SECRET_STORE",
-            default_value = "azure-keyvault"
-        )]
-        default_secret_store: String,
-        /// cert-manager ClusterIssuer used when a HomelabApp names none.
-        #[arg(
-            long,
-            env = "HOMELAB_CLUSTER_ISSUER",
-            default_value = "letsencrypt-prod"
-        )]
-        cluster_issuer: String,
+        #[command(flatten)]
+        flags: RenderFlags,
     },
 }
 
@@ -54,12 +42,9 @@ fn main() -> ExitCode {
         Command::Render {
             paths,
             recursive,
-            default_secret_store,
-            cluster_issuer,
+            flags,
         } => {
-            let mut config = homelab_render::OperatorConfig::default();
-            config.default_secret_store.name = default_secret_store;
-            config.default_cluster_issuer = cluster_issuer;
+            let config = flags.render_config();
             match homelab_operator::cli::render::render_paths(&paths, recursive, &config) {
                 Ok(yaml) => {
                     print!("{yaml}");

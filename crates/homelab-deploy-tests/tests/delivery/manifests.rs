@@ -444,6 +444,12 @@ async fn operator_account_gets_what_it_needs_and_nothing_more() -> Result<()> {
         namespaced: false,
         ..access("get", "external-secrets.io", "clustersecretstores")
     });
+    for verb in ["get", "list"] {
+        needed.push(Access {
+            namespaced: false,
+            ..access(verb, "storage.k8s.io", "storageclasses")
+        });
+    }
     needed.push(access("create", "events.k8s.io", "events"));
     needed.push(access("patch", "events.k8s.io", "events"));
     for verb in ["get", "list", "watch"] {
@@ -472,6 +478,10 @@ async fn operator_account_gets_what_it_needs_and_nothing_more() -> Result<()> {
         access("list", "", "pods"),
         access("create", "", "pods"),
         access("delete", "homelab.io", "appdatabases"),
+        Access {
+            namespaced: false,
+            ..access("patch", "storage.k8s.io", "storageclasses")
+        },
         access("create", "homelab.io", "homelabapps"),
         access("list", "external-secrets.io", "secretstores"),
         access("create", "external-secrets.io", "secretstores"),
@@ -779,6 +789,202 @@ async fn installs_carry_the_generated_crds() -> Result<()> {
         "{}: {}",
         display(&chart_crds),
         wrong.join("; ")
+    );
+    Ok(())
+}
+
+/// `object` with its containers' environment sorted by name: Kustomize's strategic merge puts
+/// the variables a patch adds first, Helm where the template has them.
+fn comparable_env(object: &Value) -> Value {
+    let mut object = comparable(object);
+    if let Some(containers) = object
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+    {
+        for container in containers {
+            if let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) {
+                env.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            }
+        }
+    }
+    object
+}
+
+fn env_value<'a>(deployment: &'a Value, name: &str) -> Option<&'a str> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == name)?["value"]
+        .as_str()
+}
+
+/// `deploy/microk8s` and the chart with `values-microk8s.yaml` install the same objects, with
+/// what MicroK8s 1.36's addons need: a service principal instead of workload identity, Traefik in
+/// namespace `ingress` admitted by app NetworkPolicies, the API server's port 16443, and the
+/// observability addon's Prometheus (namespace `observability`, label
+/// `release=kube-prom-stack`) scraping the operator, its alerts and the databases' PodMonitors.
+#[tokio::test]
+async fn microk8s_install_is_the_same_in_kustomize_and_helm_and_is_accepted() -> Result<()> {
+    let kustomized: Vec<Value> = kustomize(&repo_root().join("deploy/microk8s"))
+        .await?
+        .into_iter()
+        .filter(|o| o["kind"] != "Namespace")
+        .collect();
+    let values = repo_root().join("deploy/helm/homelab-operator/values-microk8s.yaml");
+    let values = values.display().to_string();
+    let templated = helm_template(RELEASE_NAMESPACE, &["-f", &values])?;
+    assert_eq!(
+        kinds_and_names(&kustomized),
+        kinds_and_names(&templated),
+        "deploy/microk8s (left) and values-microk8s.yaml (right) install different objects"
+    );
+    let mut differences = Vec::new();
+    for object in &kustomized {
+        let id = object_id(object);
+        let other = templated
+            .iter()
+            .find(|o| object_id(o) == id)
+            .with_context(|| format!("{id} missing from Helm"))?;
+        if let Some(difference) =
+            first_difference(&comparable_env(object), &comparable_env(other), "")
+        {
+            differences.push(format!("{id}: {difference}"));
+        }
+    }
+    ensure!(
+        differences.is_empty(),
+        "deploy/microk8s and values-microk8s.yaml differ:\n{}",
+        differences.join("\n")
+    );
+
+    for (source, objects) in [("deploy/microk8s", &kustomized), ("helm", &templated)] {
+        let deployment = find(objects, "Deployment", "homelab-operator")?;
+        let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        ensure!(
+            pod_labels.get("azure.workload.identity/use").is_none(),
+            "{source}: the pod still asks for workload identity: {pod_labels}"
+        );
+        let account = find(objects, "ServiceAccount", "homelab-operator")?;
+        ensure!(
+            account["metadata"]["annotations"]
+                .get("azure.workload.identity/client-id")
+                .is_none(),
+            "{source}: the ServiceAccount still names a workload identity"
+        );
+        assert_eq!(
+            env_value(deployment, "HOMELAB_AZURE_CONFIG"),
+            Some("/etc/homelab-operator/config/azure.yaml"),
+            "{source}"
+        );
+        let config = find(objects, "ConfigMap", "homelab-operator-azure-config")?;
+        let azure: serde_json::Value =
+            serde_norway::from_str(config["data"]["azure.yaml"].as_str().unwrap_or_default())?;
+        assert_eq!(
+            azure,
+            json!({"credential": {"type": "servicePrincipal",
+                "clientSecretFile": "/var/run/secrets/homelab-operator/azure/client-secret"}}),
+            "{source}"
+        );
+        for kind in ["ServiceMonitor", "PrometheusRule"] {
+            let object = find(objects, kind, "homelab-operator")?;
+            assert_eq!(
+                object["metadata"]["labels"]["release"], "kube-prom-stack",
+                "{source}: {kind} is not selected by the observability addon's Prometheus"
+            );
+        }
+        let policy = find(objects, "NetworkPolicy", "homelab-operator")?;
+        assert_eq!(
+            policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "observability",
+            "{source}"
+        );
+        let ports: Vec<i64> = policy["spec"]["egress"][1]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        ensure!(
+            ports.contains(&16443),
+            "{source}: the operator cannot reach MicroK8s' API server on 16443: {ports:?}"
+        );
+
+        // What the operator renders with these settings, as its flags parse them.
+        let mut args = Vec::new();
+        for (variable, flag) in [
+            ("HOMELAB_INGRESS_NAMESPACE", "--ingress-namespace"),
+            ("HOMELAB_INGRESS_POD_LABELS", "--ingress-pod-labels"),
+            ("HOMELAB_MONITOR_LABELS", "--monitor-labels"),
+        ] {
+            let value = env_value(deployment, variable)
+                .with_context(|| format!("{source}: {variable} is not set"))?;
+            args.push(format!("{flag}={value}"));
+        }
+        let render = homelab_operator::config::RunConfig::from_args(&args)?.render_config();
+        let mut inputs = Vec::new();
+        for file in ["examples/backup-policy.yaml", "examples/n8n.yaml"] {
+            inputs.push((
+                file.to_string(),
+                std::fs::read_to_string(repo_root().join(file))?,
+            ));
+        }
+        let mut examples = homelab_render::manifest::parse_manifests(&inputs)?;
+        for (i, document) in examples.iter_mut().enumerate() {
+            let meta = document.resource.metadata_mut();
+            meta.namespace = Some("apps".to_string());
+            meta.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
+        }
+        let children = homelab_render::manifest::render_documents(&examples, &render)?;
+        let policy = children
+            .iter()
+            .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "NetworkPolicy"))
+            .context("n8n renders no NetworkPolicy")?;
+        assert_eq!(
+            policy.data["spec"]["ingress"][0]["from"][0],
+            json!({
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+            }),
+            "{source}"
+        );
+        let monitors: Vec<_> = children
+            .iter()
+            .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "PodMonitor"))
+            .collect();
+        ensure!(!monitors.is_empty(), "n8n renders no PodMonitor");
+        for monitor in monitors {
+            assert_eq!(
+                monitor
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("release"))
+                    .map(String::as_str),
+                Some("kube-prom-stack"),
+                "{source}"
+            );
+        }
+    }
+
+    let env = TestEnv::get().await;
+    let namespace = env.namespace("deploy-microk8s").await?;
+    let dry_run = DryRun::new(env.client().await?).await?;
+    dry_run.apply_all(&kustomized, Some(&namespace)).await
+}
+
+#[test]
+fn helm_refuses_two_azure_identities() -> Result<()> {
+    let refused = helm_template(
+        RELEASE_NAMESPACE,
+        &["--set", "azure.servicePrincipal.enabled=true"],
+    );
+    let message = format!(
+        "{:#}",
+        refused.err().context("helm rendered both identities")?
+    );
+    ensure!(
+        message.contains("set azure.workloadIdentity.enabled=false to use the service principal"),
+        "{message}"
     );
     Ok(())
 }

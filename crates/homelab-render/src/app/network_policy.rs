@@ -75,10 +75,21 @@ pub(super) fn network_policy(ctx: &Context) -> Result<DynamicObject, RenderError
     {
         ingress_namespaces.push(gateway_namespace);
     }
+    // In the operator's ingress namespace, only the controller's pods when their labels are
+    // configured; a namespace the app names is admitted whole.
+    let controller_pods = (settings.ingress_namespace.is_none()
+        && !ctx.config.ingress_pod_labels.is_empty())
+    .then(|| selector(ctx.config.ingress_pod_labels.clone()))
+    .flatten();
     let mut from: Vec<NetworkPolicyPeer> = ingress_namespaces
         .into_iter()
         .map(|name| NetworkPolicyPeer {
             namespace_selector: namespace(name),
+            pod_selector: if name == ctx.config.ingress_namespace {
+                controller_pods.clone()
+            } else {
+                None
+            },
             ..NetworkPolicyPeer::default()
         })
         .collect();
@@ -123,7 +134,7 @@ pub(super) fn network_policy(ctx: &Context) -> Result<DynamicObject, RenderError
             to: Some(vec![NetworkPolicyPeer {
                 ip_block: Some(IPBlock {
                     cidr: rule.cidr.clone(),
-                    except: None,
+                    except: (!rule.except.is_empty()).then(|| rule.except.clone()),
                 }),
                 ..NetworkPolicyPeer::default()
             }]),
@@ -205,6 +216,59 @@ spec:
             json!([{"port": 443, "protocol": "TCP"}])
         );
         assert!(egress[4].get("ports").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn egress_to_the_internet_can_leave_out_the_home_network() -> Result<(), RenderError> {
+        let app = app(
+            "metadata: {name: a}\nspec: {image: x, networkPolicy: {egress: [{cidr: 0.0.0.0/0, except: [10.0.0.0/8, 192.168.0.0/16], ports: [80, 443]}]}}",
+        );
+        let facts = crate::facts::HomelabAppFacts::default();
+        let config = OperatorConfig::default();
+        let ctx = Context::new(&app, &facts, &config)?;
+        let np = network_policy(&ctx)?;
+        let rule = spec(&np)["egress"]
+            .as_array()
+            .and_then(|rules| rules.last())
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            rule["to"],
+            json!([{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "192.168.0.0/16"]}}])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn configured_ingress_pod_labels_narrow_the_ingress_namespace() -> Result<(), RenderError> {
+        // MicroK8s 1.36: Traefik, namespace ingress.
+        let app = app("metadata: {name: a}\nspec: {image: x}");
+        let facts = crate::facts::HomelabAppFacts::default();
+        let config = OperatorConfig {
+            ingress_namespace: "ingress".into(),
+            ingress_pod_labels: [("app.kubernetes.io/name".to_string(), "traefik".to_string())]
+                .into(),
+            ..OperatorConfig::default()
+        };
+        let ctx = Context::new(&app, &facts, &config)?;
+        let np = network_policy(&ctx)?;
+        assert_eq!(
+            spec(&np)["ingress"][0]["from"][0],
+            json!({
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+            })
+        );
+        // Unconfigured, the whole namespace.
+        let defaults = OperatorConfig::default();
+        let ctx = Context::new(&app, &facts, &defaults)?;
+        let np = network_policy(&ctx)?;
+        assert!(
+            spec(&np)["ingress"][0]["from"][0]
+                .get("podSelector")
+                .is_none()
+        );
         Ok(())
     }
 

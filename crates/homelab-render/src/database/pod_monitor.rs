@@ -26,7 +26,9 @@ fn pod_monitor(
             "podMetricsEndpoints": [{ "port": METRICS_PORT }],
         }
     });
-    let metadata = meta::child_meta(&ctx.owner, name, ctx.labels(component), Ownership::Owned);
+    let mut labels = ctx.config.monitor_labels.clone();
+    labels.extend(ctx.labels(component));
+    let metadata = meta::child_meta(&ctx.owner, name, labels, Ownership::Owned);
     meta::dynamic(&POD_MONITOR, metadata, body)
 }
 
@@ -77,6 +79,28 @@ mod tests {
             spec(&p)["selector"]["matchLabels"],
             json!({"cnpg.io/poolerName": "n8n-db-pooler"})
         );
+        Ok(())
+    }
+
+    #[test]
+    fn carry_the_labels_prometheus_selects() -> Result<(), crate::RenderError> {
+        let db = database("metadata: {name: n8n}\nspec: {}");
+        let config = OperatorConfig {
+            monitor_labels: [("release".to_string(), "kube-prom-stack".to_string())].into(),
+            ..OperatorConfig::default()
+        };
+        let ctx = Context::new(&db, &config)?;
+        for monitor in [cluster_pod_monitor(&ctx), pooler_pod_monitor(&ctx)] {
+            let labels = monitor.metadata.labels.unwrap_or_default();
+            assert_eq!(
+                labels.get("release").map(String::as_str),
+                Some("kube-prom-stack")
+            );
+            assert_eq!(
+                labels.get("app.kubernetes.io/name").map(String::as_str),
+                Some("n8n")
+            );
+        }
         Ok(())
     }
 }

@@ -11,3 +11,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: homelab-operator
 app.kubernetes.io/component: controller
 {{- end -}}
+
+{{/* A map as key=value pairs, comma-separated, sorted by key: the operator's label flags. */}}
+{{- define "homelab-operator.keyValues" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
