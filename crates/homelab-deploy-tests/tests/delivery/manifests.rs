@@ -149,6 +149,26 @@ fn comparable(object: &Value) -> Value {
     object
 }
 
+/// For each Kustomize object, where its Helm twin first differs once both pass `normalize`.
+fn differences(
+    kustomized: &[Value],
+    templated: &[Value],
+    normalize: fn(&Value) -> Value,
+) -> Result<Vec<String>> {
+    let mut differences = Vec::new();
+    for object in kustomized {
+        let id = object_id(object);
+        let other = templated
+            .iter()
+            .find(|o| object_id(o) == id)
+            .with_context(|| format!("{id} missing from Helm"))?;
+        if let Some(difference) = first_difference(&normalize(object), &normalize(other), "") {
+            differences.push(format!("{id}: {difference}"));
+        }
+    }
+    Ok(differences)
+}
+
 /// Where two values first differ: a JSON pointer and both sides, shortened.
 fn first_difference(left: &Value, right: &Value, pointer: &str) -> Option<String> {
     match (left, right) {
@@ -195,17 +215,7 @@ async fn helm_and_kustomize_install_the_same_objects() -> Result<()> {
         kinds_and_names(&templated),
         "Kustomize (left) and Helm (right) install different objects"
     );
-    let mut differences = Vec::new();
-    for object in &kustomized {
-        let id = object_id(object);
-        let other = templated
-            .iter()
-            .find(|o| object_id(o) == id)
-            .with_context(|| format!("{id} missing from Helm"))?;
-        if let Some(difference) = first_difference(&comparable(object), &comparable(other), "") {
-            differences.push(format!("{id}: {difference}"));
-        }
-    }
+    let differences = differences(&kustomized, &templated, comparable)?;
     ensure!(
         differences.is_empty(),
         "Helm's defaults differ from deploy/base:\n{}",
@@ -838,19 +848,7 @@ async fn microk8s_install_is_the_same_in_kustomize_and_helm_and_is_accepted() ->
         kinds_and_names(&templated),
         "deploy/microk8s (left) and values-microk8s.yaml (right) install different objects"
     );
-    let mut differences = Vec::new();
-    for object in &kustomized {
-        let id = object_id(object);
-        let other = templated
-            .iter()
-            .find(|o| object_id(o) == id)
-            .with_context(|| format!("{id} missing from Helm"))?;
-        if let Some(difference) =
-            first_difference(&comparable_env(object), &comparable_env(other), "")
-        {
-            differences.push(format!("{id}: {difference}"));
-        }
-    }
+    let differences = differences(&kustomized, &templated, comparable_env)?;
     ensure!(
         differences.is_empty(),
         "deploy/microk8s and values-microk8s.yaml differ:\n{}",
