@@ -336,6 +336,14 @@ pub enum PoolMode {
 pub struct BackupRef {
     /// A BackupPolicy in the same namespace.
     pub policy_ref: LocalRef,
+
+    /// A query a restore drill runs in the restored database, besides the heartbeat check: it
+    /// must return one row whose first column is true, such as
+    /// `SELECT count(*) > 0 FROM bookmarks_bookmark`. It runs with the database owner's
+    /// credentials, in a read-only transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2000))]
+    pub drill_query: Option<String>,
 }
 
 /// Restore a new database from existing backups.

@@ -303,6 +303,55 @@ pub struct DrillSpec {
     #[serde(default = "default_drill_history")]
     #[schemars(range(min = 1, max = 20))]
     pub history: i32,
+
+    /// How often a small workload writes a heartbeat (the current time) into each database using
+    /// this policy, with the database's own credentials, into the table `homelab.heartbeat`. A
+    /// drill measures its RPO as its start minus the newest heartbeat the restored database holds,
+    /// and fails when there is none. Seconds (`s`) or minutes (`m`), or `off` for no heartbeat
+    /// (then a drill checks only that the restored database has tables, and RPO is not measured).
+    #[serde(default = "default_heartbeat_interval")]
+    #[schemars(length(max = 8), pattern(r"^(off|[1-9][0-9]{0,3}(s|m))$"))]
+    pub heartbeat_interval: String,
+
+    /// The recovery objectives a drill is held to. A drill that restored the data but took longer
+    /// than `rto`, or whose newest heartbeat is older than `rpo`, ends `ObjectiveMissed`.
+    #[serde(default)]
+    pub objectives: RecoveryObjectives,
+}
+
+/// Recovery point and recovery time objectives (seconds `s`, minutes `m` or hours `h`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryObjectives {
+    /// At most this much recent data may be missing from a restore.
+    #[serde(default = "default_rpo")]
+    #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}(s|m|h)$"))]
+    pub rpo: String,
+    /// A restore must answer queries within this long.
+    #[serde(default = "default_rto")]
+    #[schemars(length(max = 8), pattern(r"^[1-9][0-9]{0,3}(s|m|h)$"))]
+    pub rto: String,
+}
+
+impl Default for RecoveryObjectives {
+    fn default() -> Self {
+        Self {
+            rpo: default_rpo(),
+            rto: default_rto(),
+        }
+    }
+}
+
+fn default_heartbeat_interval() -> String {
+    "30s".to_string()
+}
+
+fn default_rpo() -> String {
+    "5m".to_string()
+}
+
+fn default_rto() -> String {
+    "10m".to_string()
 }
 
 fn default_drill_timeout() -> String {
@@ -334,7 +383,8 @@ pub struct BackupPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnpg_schedule: Option<String>,
 
-    /// Outcome of the most recent drill across all databases: `Succeeded`, `Failed` or `Running`.
+    /// Outcome of the most recent drill across all databases: `Succeeded`, `ObjectiveMissed`,
+    /// `Failed` or `Running`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drill_outcome: Option<String>,
 
@@ -356,15 +406,22 @@ pub struct DrillRecord {
     /// When the drill finished, if it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Time>,
-    /// `Running`, `Succeeded` or `Failed`.
+    /// `Running`, `Succeeded`, `ObjectiveMissed` or `Failed`.
     pub outcome: DrillOutcome,
-    /// Seconds from start until the restored cluster was healthy: the recovery time achieved.
+    /// Seconds from the drill's start until the verification in the restored database answered:
+    /// the recovery time achieved (RTO).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_seconds: Option<i64>,
-    /// Seconds between the last archived WAL and the point the restore recovered to: the data
-    /// loss a real restore would have had.
+    /// Seconds between the drill's start and the newest heartbeat found in the restored
+    /// database: the data a real restore at that moment would have lost (RPO).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss_seconds: Option<i64>,
+    /// The newest heartbeat found in the restored database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_heartbeat: Option<Time>,
+    /// Tables found in the restored database, outside PostgreSQL's own schemas and the heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<i64>,
     /// Why a drill failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -374,6 +431,9 @@ pub struct DrillRecord {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum DrillOutcome {
     Running,
+    /// The data was restored and verified, within the objectives.
     Succeeded,
+    /// The data was restored and verified, but the RPO or RTO was beyond its objective.
+    ObjectiveMissed,
     Failed,
 }

@@ -63,6 +63,8 @@ pub const COMPONENT_POOLER: &str = "pooler";
 pub const COMPONENT_BACKUP: &str = "backup";
 /// `app.kubernetes.io/component` of restore-drill clusters.
 pub const COMPONENT_RESTORE_DRILL: &str = "restore-drill";
+/// `app.kubernetes.io/component` of the heartbeat writer that restore drills measure RPO by.
+pub const COMPONENT_HEARTBEAT: &str = "heartbeat";
 /// `app.kubernetes.io/component` of a `HomelabApp`'s workload and everything around it.
 pub const COMPONENT_SERVER: &str = "server";
 
@@ -270,6 +272,19 @@ pub fn restored_server_name(cluster: &str, uid: &str) -> String {
 pub fn drill_cluster(app: &str, sequence: u64) -> String {
     format!("{app}-drill-{}", sequence % 1_000_000)
 }
+
+/// `{drill cluster}-verify`: the Job that checks the data of a restore drill's cluster.
+pub fn drill_verification(drill_cluster: &str) -> String {
+    format!("{drill_cluster}-verify")
+}
+
+/// `{app}-db-heartbeat`: the Deployment writing heartbeats into a database whose policy drills.
+pub fn heartbeat(app: &str) -> String {
+    format!("{app}-db-heartbeat")
+}
+
+/// The schema-qualified table the heartbeat writer keeps its newest heartbeat in.
+pub const HEARTBEAT_TABLE: &str = "homelab.heartbeat";
 
 /// `{app}-backup-{token}`: the CloudNativePG `Backup` of an on-demand backup request.
 pub fn on_demand_backup(app: &str, token: &str) -> String {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use homelab_testenv::data_plane::DataPlane;
 use homelab_testenv::data_plane::components::{kubectl, parse_documents};
 use homelab_testenv::node::network;
@@ -224,13 +224,7 @@ pub async fn run_with_wiring_of(
 /// The names of the blobs in `container` of the data plane's Azurite, read path-style from the
 /// host with a bearer token.
 pub async fn blob_names(plane: &DataPlane, container: &str) -> Result<Vec<String>> {
-    let ca = reqwest::Certificate::from_pem(plane.azure_ca_pem()?.as_bytes())?;
-    let http = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let token =
-        homelab_testenv::azure::EmulatorCredential::token_for("https://storage.azure.com/.default");
+    let (http, token) = blob_http(plane)?;
     let mut names = Vec::new();
     let mut marker = String::new();
     loop {
@@ -615,13 +609,7 @@ impl Vault {
 
 /// Whether Blob container `container` exists in the data plane's Azurite.
 pub async fn container_exists(plane: &DataPlane, container: &str) -> Result<bool> {
-    let ca = reqwest::Certificate::from_pem(plane.azure_ca_pem()?.as_bytes())?;
-    let http = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let token =
-        homelab_testenv::azure::EmulatorCredential::token_for("https://storage.azure.com/.default");
+    let (http, token) = blob_http(plane)?;
     let response = http
         .get(format!(
             "https://{}/devstoreaccount1/{container}?restype=container",
@@ -639,4 +627,59 @@ pub async fn container_exists(plane: &DataPlane, container: &str) -> Result<bool
             response.text().await?
         ),
     }
+}
+
+/// An HTTP client that trusts the data plane's Azurite, and a bearer token for it.
+fn blob_http(plane: &DataPlane) -> Result<(reqwest::Client, String)> {
+    let ca = reqwest::Certificate::from_pem(plane.azure_ca_pem()?.as_bytes())?;
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let token =
+        homelab_testenv::azure::EmulatorCredential::token_for("https://storage.azure.com/.default");
+    Ok((http, token))
+}
+
+fn blob_url(container: &str, blob: &str) -> String {
+    format!(
+        "https://{}/devstoreaccount1/{container}/{blob}",
+        network::BLOB_IP
+    )
+}
+
+/// The text of blob `blob` in `container`.
+pub async fn blob_text(plane: &DataPlane, container: &str, blob: &str) -> Result<String> {
+    let (http, token) = blob_http(plane)?;
+    let response = http
+        .get(blob_url(container, blob))
+        .bearer_auth(&token)
+        .header("x-ms-version", "2021-12-02")
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await?;
+    ensure!(
+        status.is_success(),
+        "reading {container}/{blob}: {status}: {body}"
+    );
+    Ok(body)
+}
+
+/// Deletes blob `blob` from `container`.
+pub async fn delete_blob(plane: &DataPlane, container: &str, blob: &str) -> Result<()> {
+    let (http, token) = blob_http(plane)?;
+    let response = http
+        .delete(blob_url(container, blob))
+        .bearer_auth(&token)
+        .header("x-ms-version", "2021-12-02")
+        .send()
+        .await?;
+    let status = response.status();
+    ensure!(
+        status.is_success() || status.as_u16() == 404,
+        "deleting {container}/{blob}: {status}: {}",
+        response.text().await?
+    );
+    Ok(())
 }

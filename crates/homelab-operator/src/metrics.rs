@@ -171,8 +171,24 @@ pub struct DatabaseBackupFacts {
     pub wal: Option<WalArchiving>,
     /// Whether the last finished restore drill succeeded.
     pub drill_succeeded: Option<bool>,
-    /// Seconds the last successful restore drill needed to become healthy.
+    /// Seconds the last drill that verified the data needed until it answered (its RTO).
     pub drill_recovery_seconds: Option<f64>,
+    /// Seconds between that drill's start and the newest heartbeat it found (its RPO).
+    pub drill_data_loss_seconds: Option<f64>,
+    /// Whether that drill was within the policy's RPO and RTO objectives.
+    pub drill_objectives_met: Option<bool>,
+}
+
+/// What the last restore drills of one database showed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DrillFigures {
+    /// Whether the last finished drill restored and verified the data.
+    pub succeeded: Option<bool>,
+    /// RTO and RPO of the last drill that verified the data.
+    pub recovery_seconds: Option<f64>,
+    pub data_loss_seconds: Option<f64>,
+    /// Whether that drill was within the objectives.
+    pub objectives_met: Option<bool>,
 }
 
 /// WAL archiving as the Cluster's `ContinuousArchiving` condition reports it.
@@ -215,16 +231,12 @@ impl DatabaseGauges {
     }
 
     /// Updates what the BackupPolicy controller knows (the last finished drill).
-    pub fn set_drill(
-        &self,
-        namespace: &str,
-        database: &str,
-        succeeded: Option<bool>,
-        recovery_seconds: Option<f64>,
-    ) {
+    pub fn set_drill(&self, namespace: &str, database: &str, figures: DrillFigures) {
         self.update(namespace, database, |f| {
-            f.drill_succeeded = succeeded;
-            f.drill_recovery_seconds = recovery_seconds;
+            f.drill_succeeded = figures.succeeded;
+            f.drill_recovery_seconds = figures.recovery_seconds;
+            f.drill_data_loss_seconds = figures.data_loss_seconds;
+            f.drill_objectives_met = figures.objectives_met;
         });
     }
 
@@ -280,7 +292,7 @@ impl prometheus_client::collector::Collector for DatabaseGauges {
         };
         let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
         type Pick = fn(&DatabaseBackupFacts, f64) -> Option<f64>;
-        let families: [(&str, &str, Pick); 4] = [
+        let families: [(&str, &str, Pick); 6] = [
             (
                 "homelab_backup_last_success_timestamp_seconds",
                 "When the last base backup of the database completed (Unix seconds)",
@@ -296,13 +308,23 @@ impl prometheus_client::collector::Collector for DatabaseGauges {
             ),
             (
                 "homelab_restore_drill_last_success",
-                "1 when the database's last finished restore drill succeeded, 0 when it failed",
+                "1 when the database's last finished restore drill restored and verified its data, 0 when it failed",
                 |f, _| f.drill_succeeded.map(|s| if s { 1.0 } else { 0.0 }),
             ),
             (
                 "homelab_restore_drill_recovery_seconds",
-                "Seconds the last successful restore drill needed until the restored cluster was healthy (the recovery time achieved)",
+                "Seconds from the start of the last restore drill that verified the data until the restored database answered (the RTO achieved)",
                 |f, _| f.drill_recovery_seconds,
+            ),
+            (
+                "homelab_restore_drill_data_loss_seconds",
+                "Seconds between the start of the last restore drill that verified the data and the newest heartbeat in the restored database (the RPO achieved)",
+                |f, _| f.drill_data_loss_seconds,
+            ),
+            (
+                "homelab_restore_drill_objectives_met",
+                "1 when the last restore drill that verified the data was within the BackupPolicy's RPO and RTO objectives, 0 when it missed one",
+                |f, _| f.drill_objectives_met.map(|s| if s { 1.0 } else { 0.0 }),
             ),
         ];
         for (name, help, pick) in families {

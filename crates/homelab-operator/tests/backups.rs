@@ -6,8 +6,10 @@
 //! play their part by writing status the way they do: the plugin's `ObjectStore`
 //! `status.serverRecoveryWindow[<serverName>]`, a `Backup`'s `status.phase` (`completed`/`failed`),
 //! `startedAt`, `stoppedAt` and `error`, and a `Cluster`'s `status.conditions` (`Ready`,
-//! `ContinuousArchiving`) and `phase`. Everything the operator writes is validated by the real
-//! apiserver against the upstream CRDs.
+//! `ContinuousArchiving`) and `phase`. A drill's verification Job cannot run either: its pod, with
+//! the termination message the verification script writes, is played too (the real Job runs in
+//! the end-to-end tests). Everything the operator writes is validated by the real apiserver
+//! against the upstream CRDs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -700,6 +702,41 @@ async fn wait_no_drill_cluster(client: &kube::Client, ns: &str) {
     .await;
 }
 
+/// Plays the pod of `cluster`'s verification Job: once the operator created the Job, a pod with
+/// its `job-name` label whose container terminated with the report the script writes (`tables`,
+/// and a heartbeat `heartbeat_age` seconds old).
+async fn play_verification(client: &kube::Client, ns: &str, cluster: &str, heartbeat_age: i64) {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    let job = naming::drill_verification(cluster);
+    wait_exists(client, ns, "batch/v1", "Job", &job).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let name = format!("{job}-played");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"batch.kubernetes.io/job-name": job}},
+        "spec": {"automountServiceAccountToken": false, "restartPolicy": "Never",
+                 "containers": [{"name": "psql", "image": "psql"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let now = jiff::Timestamp::now();
+    let beat = now.as_second() - heartbeat_age;
+    let status = json!({"status": {"phase": "Succeeded", "containerStatuses": [{
+        "name": "psql", "image": "psql", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+            "message": format!("tables=4\nheartbeat={beat}\n"),
+            "startedAt": now.to_string(), "finishedAt": now.to_string()}}}]}});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_drill_restores_measures_and_cleans_up() {
     let (client, ns) = setup("drill").await;
@@ -761,12 +798,17 @@ async fn a_drill_restores_measures_and_cleans_up() {
         json!([ready_condition(true, ready_at)]),
     )
     .await;
+    play_verification(&client, &ns, "linkding-drill-1", 120).await;
 
     let done = wait_drill(&policies, "Succeeded").await;
     assert_eq!(done.cluster, "linkding-drill-1");
     let recovery = done.recovery_seconds.unwrap();
-    assert!((2..30).contains(&recovery), "recoverySeconds {recovery}");
-    assert!(done.data_loss_seconds.unwrap() >= 600, "{done:?}");
+    // The 2 s slept before Ready, less the second the pod's finishedAt drops.
+    assert!((1..30).contains(&recovery), "recoverySeconds {recovery}");
+    // RPO: the drill's start minus the played heartbeat, 120 s before the answer.
+    let rpo = done.data_loss_seconds.unwrap();
+    assert!((120 - 30..=120).contains(&rpo), "{done:?}");
+    assert_eq!(done.tables, Some(4));
     wait_condition(
         &policies,
         "daily",
@@ -983,6 +1025,7 @@ async fn an_operator_restart_mid_drill_resumes_the_same_drill() {
         json!([ready_condition(true, jiff::Timestamp::now())]),
     )
     .await;
+    play_verification(&client, &ns, "n8n-drill-1", 10).await;
     let done = wait_drill(&policies, "Succeeded").await;
     assert_eq!(done.cluster, "n8n-drill-1");
     assert_eq!(done.started.0.as_second(), running.started.0.as_second());
@@ -1092,8 +1135,10 @@ async fn drills_start_on_their_schedule_one_at_a_time() {
         json!([ready_condition(true, jiff::Timestamp::now())]),
     )
     .await;
+    play_verification(&client, &ns, "commafeed-drill-1", 10).await;
     let done = wait_drill_of(&policies, Some("commafeed-drill-1"), "Succeeded").await;
-    assert!(done.recovery_seconds.unwrap() >= 65, "{done:?}");
+    // At least the 65 s slept, less the second the pod's finishedAt drops.
+    assert!(done.recovery_seconds.unwrap() >= 64, "{done:?}");
     // The next run is the first one after the drill finished: runs that fell during it are
     // skipped, not queued up.
     let next = eventually("the next scheduled drill", Duration::from_secs(90), || {

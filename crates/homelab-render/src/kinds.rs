@@ -62,7 +62,8 @@ impl ChildKind {
 
 use OwnerKind::{AppDatabase as Adb, BackupPolicy as Bp, HomelabApp as App};
 
-pub const DEPLOYMENT: ChildKind = child("apps", "v1", "Deployment", "deployments", &[App]);
+pub const DEPLOYMENT: ChildKind = child("apps", "v1", "Deployment", "deployments", &[App, Adb]);
+pub const JOB: ChildKind = child("batch", "v1", "Job", "jobs", &[Bp]);
 pub const SERVICE: ChildKind = child("", "v1", "Service", "services", &[App]);
 pub const PERSISTENT_VOLUME_CLAIM: ChildKind = child(
     "",
@@ -141,8 +142,9 @@ const fn child(
     }
 }
 
-static CHILD_KINDS: [ChildKind; 13] = [
+static CHILD_KINDS: [ChildKind; 14] = [
     DEPLOYMENT,
+    JOB,
     SERVICE,
     PERSISTENT_VOLUME_CLAIM,
     INGRESS,

@@ -28,7 +28,10 @@ pub mod units;
 
 pub use app::render_homelab_app;
 pub use config::OperatorConfig;
-pub use database::{render_app_database, render_on_demand_backup, render_restore_drill};
+pub use database::{
+    VerificationReport, render_app_database, render_drill_verification, render_on_demand_backup,
+    render_restore_drill,
+};
 pub use error::RenderError;
 pub use facts::{
     AppDatabaseFacts, DatabaseFacts, DrillFacts, HomelabAppFacts, PolicyFacts, RestoreSourceFacts,

@@ -19,6 +19,32 @@ pub fn archive_timeout(value: &str) -> Result<String, String> {
     })
 }
 
+/// A duration the API takes as a number and one unit of `s`, `m` or `h`, in seconds; `None` for
+/// anything else (the schema only admits valid values, so `None` means a value to report).
+pub fn seconds(value: &str) -> Option<u64> {
+    let (number, unit) = split_number(value)?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    (number > 0).then(|| number.saturating_mul(factor))
+}
+
+/// A drill's `heartbeatInterval` in seconds, or `None` when it is `off`.
+pub fn heartbeat_interval(value: &str) -> Result<Option<u64>, String> {
+    if value.trim() == "off" {
+        return Ok(None);
+    }
+    match seconds(value) {
+        Some(s) if !value.ends_with('h') => Ok(Some(s)),
+        _ => Err(format!(
+            "heartbeatInterval {value:?} must be seconds (such as 30s), minutes (such as 1m) or off"
+        )),
+    }
+}
+
 /// Checks a retention period (`7d`, `4w`, `3m`) in the form the Barman Cloud `ObjectStore`'s
 /// `retentionPolicy` takes, and returns it unchanged.
 pub fn retention_policy(value: &str) -> Result<String, String> {

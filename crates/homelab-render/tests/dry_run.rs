@@ -1,5 +1,6 @@
 //! Every object rendered from every example (and from a set of variants that exercise the other
-//! branches: restores, workload identity, `Delete`, secret files, drills, on-demand backups) is
+//! branches: restores, workload identity, `Delete`, secret files, drills and their verification
+//! Jobs, on-demand backups) is
 //! accepted by a real kube-apiserver with the pinned upstream CRDs, through a server-side apply
 //! dry run with strict field validation, so an unknown or misspelled field fails.
 
@@ -7,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use homelab_api::{AppDatabase, BackupPolicy, naming};
 use homelab_render::manifest::{Document, Resource, parse_manifests, render_documents};
 use homelab_render::{
-    DrillFacts, OperatorConfig, kinds, render_on_demand_backup, render_restore_drill,
+    DrillFacts, OperatorConfig, kinds, render_drill_verification, render_on_demand_backup,
+    render_restore_drill,
 };
 use homelab_testenv::TestEnv;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -158,7 +160,15 @@ fn render_all(namespace: &str) -> Result<Vec<DynamicObject>> {
                 server_name: naming::cluster(database.app_name()),
                 source_image: None,
             };
-            objects.push(render_restore_drill(policy, database, &facts, &config)?);
+            let drill = render_restore_drill(policy, database, &facts, &config)?;
+            objects.push(render_drill_verification(
+                policy,
+                database,
+                &facts,
+                drill.metadata.name.as_deref().unwrap_or_default(),
+                &config,
+            )?);
+            objects.push(drill);
             objects.push(render_on_demand_backup(
                 database,
                 "2026-11-26T06:00:00Z",

@@ -190,25 +190,27 @@ fn reason_cases(kind: &'static str) -> Result<Vec<Case>> {
         });
     }
     if kind == "BackupPolicy" {
-        cases.push(Case {
-            kind,
-            name: "reason-drillfailed".into(),
-            origin: "BackupPolicy Ready=True, DrillSucceeded=False DrillFailed".into(),
-            object: healthy.clone(),
-            status: Some(json!({
-                "observedGeneration": 1,
-                "conditions": [
-                    ready_condition("True", "Ready", "the policy is valid and applied"),
-                    {
-                        "type": "DrillSucceeded", "status": "False", "reason": "DrillFailed",
-                        "message": PLAYED_MESSAGE, "observedGeneration": 1,
-                        "lastTransitionTime": "2026-11-20T10:00:00Z",
-                    },
-                ],
-            })),
-            expected_status: "Degraded".into(),
-            expected_message: format!("DrillFailed: {PLAYED_MESSAGE}"),
-        });
+        for reason in ["DrillFailed", "DrillObjectiveMissed"] {
+            cases.push(Case {
+                kind,
+                name: format!("reason-{}", reason.to_ascii_lowercase()),
+                origin: format!("BackupPolicy Ready=True, DrillSucceeded=False {reason}"),
+                object: healthy.clone(),
+                status: Some(json!({
+                    "observedGeneration": 1,
+                    "conditions": [
+                        ready_condition("True", "Ready", "the policy is valid and applied"),
+                        {
+                            "type": "DrillSucceeded", "status": "False", "reason": reason,
+                            "message": PLAYED_MESSAGE, "observedGeneration": 1,
+                            "lastTransitionTime": "2026-11-20T10:00:00Z",
+                        },
+                    ],
+                })),
+                expected_status: "Degraded".into(),
+                expected_message: format!("{reason}: {PLAYED_MESSAGE}"),
+            });
+        }
     }
     Ok(cases)
 }

@@ -318,8 +318,9 @@ const CHILD_VERBS: [&str; 7] = [
 ];
 
 /// The children the operator creates, by API group and resource.
-const CHILDREN: [(&str, &str); 13] = [
+const CHILDREN: [(&str, &str); 14] = [
     ("apps", "deployments"),
+    ("batch", "jobs"),
     ("", "services"),
     ("", "persistentvolumeclaims"),
     ("networking.k8s.io", "ingresses"),
@@ -460,6 +461,9 @@ async fn operator_account_gets_what_it_needs_and_nothing_more() -> Result<()> {
             ..access(verb, "storage.k8s.io", "storageclasses")
         });
     }
+    // A drill's verification Job reports through its pod's termination message.
+    needed.push(access("get", "", "pods"));
+    needed.push(access("list", "", "pods"));
     needed.push(access("create", "events.k8s.io", "events"));
     needed.push(access("patch", "events.k8s.io", "events"));
     for verb in ["get", "list", "watch"] {
@@ -485,8 +489,12 @@ async fn operator_account_gets_what_it_needs_and_nothing_more() -> Result<()> {
             ..access("list", "", "secrets")
         },
         access("get", "", "configmaps"),
-        access("list", "", "pods"),
         access("create", "", "pods"),
+        access("delete", "", "pods"),
+        Access {
+            subresource: "log",
+            ..access("get", "", "pods")
+        },
         access("delete", "homelab.io", "appdatabases"),
         Access {
             namespaced: false,

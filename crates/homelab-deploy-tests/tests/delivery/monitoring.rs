@@ -21,11 +21,13 @@ const OPERATOR_GAUGES: [&str; 2] = [
     "homelab_operator_leader",
 ];
 const OPERATOR_HISTOGRAM: &str = "homelab_operator_reconcile_duration_seconds";
-const BACKUP_METRICS: [&str; 4] = [
+const BACKUP_METRICS: [&str; 6] = [
     "homelab_backup_last_success_timestamp_seconds",
     "homelab_wal_last_archived_timestamp_seconds",
     "homelab_restore_drill_last_success",
     "homelab_restore_drill_recovery_seconds",
+    "homelab_restore_drill_data_loss_seconds",
+    "homelab_restore_drill_objectives_met",
 ];
 
 fn known_metrics() -> BTreeSet<String> {
@@ -227,6 +229,7 @@ fn alerts_pass_promtool() -> Result<()> {
         "HomelabBackupTooOld",
         "HomelabWALArchivingStale",
         "HomelabRestoreDrillFailed",
+        "HomelabRestoreDrillObjectiveMissed",
     ] {
         ensure!(alerts.contains(wanted), "no alert {wanted}");
     }

@@ -2,10 +2,15 @@
 //! `homelab.io/drill-now=<token>` appears on the policy or on a database, each database using the
 //! policy is restored into a throw-away cluster (`{app}-drill-{n}`, owned by the policy, labelled
 //! `homelab.io/restore-drill=<database>`, no WAL archiving: it reads the source's archive and never
-//! writes to it, and it never touches the production cluster). The drill succeeds when
-//! CloudNativePG reports the cluster `Ready`, fails when that takes longer than `drill.timeout`;
-//! the outcome goes into `status.drills` and the cluster is deleted (CloudNativePG's PVCs are
-//! owned by it and follow through the garbage collector).
+//! writes to it, and it never touches the production cluster). Once CloudNativePG reports it
+//! `Ready`, a Job (`{app}-drill-{n}-verify`) logs into the restored database with the source's
+//! own credentials and reports what it holds: its tables, the newest heartbeat the heartbeat
+//! writer left in it, and the answer to the database's `drillQuery`. The drill fails when the
+//! restored database is empty, the heartbeat is missing, the query fails, or all this takes
+//! longer than `drill.timeout`; otherwise its RPO (start − newest heartbeat) and RTO (start →
+//! the verification's answer) are held to `drill.objectives` (`Succeeded` or `ObjectiveMissed`).
+//! The outcome goes into `status.drills` and the cluster is deleted (CloudNativePG's PVCs are
+//! owned by it and follow through the garbage collector; the Job is deleted after it).
 //!
 //! Nothing is kept only in memory, so an operator restart mid-drill resumes the same drill:
 //! - the drill cluster itself carries its start time, trigger and expected recovery point as
@@ -71,7 +76,7 @@ pub async fn reconcile(
         .as_ref()
         .map(|s| s.drills.clone())
         .unwrap_or_default();
-    let clusters: Vec<OwnedChild> = ctx
+    let owned: Vec<OwnedChild> = ctx
         .children
         .owned_by(
             &namespace,
@@ -79,8 +84,11 @@ pub async fn reconcile(
             &format!("BackupPolicy/{name}"),
         )
         .into_iter()
-        .filter(|c| c.kind == "Cluster" && c.object.labels().contains_key(naming::LABEL_DRILL))
+        .filter(|c| c.object.labels().contains_key(naming::LABEL_DRILL))
         .collect();
+    let (clusters, jobs): (Vec<OwnedChild>, Vec<OwnedChild>) =
+        owned.into_iter().partition(|c| c.kind == "Cluster");
+    let jobs: Vec<OwnedChild> = jobs.into_iter().filter(|c| c.kind == "Job").collect();
 
     // Clusters whose final record is already stored: what is left of a finished drill.
     let mut requeue_soon = false;
@@ -91,6 +99,16 @@ pub async fn reconcile(
         if finished && cluster.object.metadata.deletion_timestamp.is_none() {
             tracing::info!(cluster = %cluster.object.name_any(), "deleting a finished drill cluster");
             ctx.children.delete(cluster).await?;
+        }
+    }
+    // Verification Jobs whose drill cluster is gone (its pods follow through the garbage
+    // collector).
+    for job in &jobs {
+        let orphaned = !clusters
+            .iter()
+            .any(|c| naming::drill_verification(&c.object.name_any()) == job.object.name_any());
+        if orphaned && job.object.metadata.deletion_timestamp.is_none() {
+            ctx.children.delete(job).await?;
         }
     }
 
@@ -200,15 +218,39 @@ pub async fn reconcile(
                 ctx.children.delete(extra).await?;
             }
             let hint = failing_backups(db);
+            let verification =
+                if child_ready_condition(&cluster.object).is_some_and(|(ready, _, _)| ready) {
+                    observe_verification(ctx, &namespace, &cluster.object.name_any()).await?
+                } else {
+                    Verification::NotStarted
+                };
             let settled = settle(
                 cluster,
                 &db_name,
                 &mut records,
-                timeout,
+                &Judgement::new(drill, timeout)?,
                 hint.as_deref(),
+                &verification,
                 now,
             );
             match settled {
+                Settled::Verify => {
+                    start_verification(policy, db, ctx, &cluster.object.name_any()).await?;
+                    ctx.events
+                        .publish(
+                            &reference,
+                            false,
+                            "DrillRestored",
+                            "Drill",
+                            format!(
+                                "restore drill of AppDatabase {db_name}: CloudNativePG reported {} ready; checking the restored data with the Job {}",
+                                cluster.object.name_any(),
+                                naming::drill_verification(&cluster.object.name_any())
+                            ),
+                        )
+                        .await;
+                    wake = earliest(wake, Some(now + jiff::SignedDuration::from_secs(5)));
+                }
                 Settled::Running { deadline } => {
                     // Also look again soon: not every change that ends a drill reaches this
                     // controller as an event (a database leaving the policy maps to no
@@ -366,16 +408,11 @@ async fn settle_orphans(
                 ended.push(r.clone());
             }
             None => {
-                let record = DrillRecord {
-                    database: db.clone(),
-                    cluster: name,
-                    started: Time(started_at(&cluster.object).unwrap_or(now)),
-                    finished: Some(Time(now)),
-                    outcome: DrillOutcome::Failed,
-                    recovery_seconds: None,
-                    data_loss_seconds: None,
-                    message: Some(reason.to_string()),
-                };
+                let mut record =
+                    running_record(db, &name, started_at(&cluster.object).unwrap_or(now));
+                record.finished = Some(Time(now));
+                record.outcome = DrillOutcome::Failed;
+                record.message = Some(reason.to_string());
                 records.insert(0, record.clone());
                 ended.push(record);
             }
@@ -400,8 +437,54 @@ async fn settle_orphans(
 }
 
 enum Settled {
-    Running { deadline: jiff::Timestamp },
+    Running {
+        deadline: jiff::Timestamp,
+    },
+    /// The cluster is restored: its data is to be checked.
+    Verify,
     Finished(DrillRecord),
+}
+
+/// What is known of a drill's verification Job.
+#[derive(Debug)]
+enum Verification {
+    /// No Job yet.
+    NotStarted,
+    /// The Job exists and has not answered.
+    Pending,
+    /// The Job's pod reported what it found, at `at`.
+    Answered {
+        report: homelab_render::VerificationReport,
+        at: jiff::Timestamp,
+    },
+    /// The Job ended without a report.
+    Failed { message: String },
+}
+
+/// What a drill is held to: its timeout, and the policy's objectives.
+struct Judgement {
+    timeout: jiff::SignedDuration,
+    rpo: Option<u64>,
+    rto: Option<u64>,
+    objectives: String,
+}
+
+impl Judgement {
+    fn new(drill: &DrillSpec, timeout: jiff::SignedDuration) -> Result<Self, Error> {
+        let objective = |field: &str, value: &str| {
+            homelab_render::units::seconds(value).ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "spec.drill.objectives.{field} {value:?} must be seconds, minutes or hours (such as 5m)"
+                ))
+            })
+        };
+        Ok(Self {
+            timeout,
+            rpo: Some(objective("rpo", &drill.objectives.rpo)?),
+            rto: Some(objective("rto", &drill.objectives.rto)?),
+            objectives: format!("RPO {}, RTO {}", drill.objectives.rpo, drill.objectives.rto),
+        })
+    }
 }
 
 /// CloudNativePG's phase of a cluster whose instance-creation (here: recovery) Job gave up.
@@ -423,15 +506,18 @@ fn failing_backups(db: &AppDatabase) -> Option<String> {
     ))
 }
 
-/// Looks at a drill cluster: `Ready` → succeeded; CloudNativePG giving up on the recovery, or
-/// past the timeout → failed (with `hint`, what is known about the source's archive, appended);
-/// else running. Updates (or, after a restart that lost it, re-creates) its record.
+/// Looks at a drill: the cluster `Ready` and the verification answered → judged by
+/// [`judge`]; `Ready` without a verification → [`Settled::Verify`]; CloudNativePG giving up on
+/// the recovery, or past the timeout → failed (with `hint`, what is known about the source's
+/// archive, appended); else running. Updates (or, after a restart that lost it, re-creates) its
+/// record.
 fn settle(
     cluster: &OwnedChild,
     db_name: &str,
     records: &mut Vec<DrillRecord>,
-    timeout: jiff::SignedDuration,
+    judgement: &Judgement,
     hint: Option<&str>,
+    verification: &Verification,
     now: jiff::Timestamp,
 ) -> Settled {
     let name = cluster.object.name_any();
@@ -439,41 +525,44 @@ fn settle(
     let index = match records.iter().position(|r| r.cluster == name) {
         Some(i) => i,
         None => {
-            records.insert(
-                0,
-                DrillRecord {
-                    database: db_name.to_string(),
-                    cluster: name.clone(),
-                    started: Time(started),
-                    finished: None,
-                    outcome: DrillOutcome::Running,
-                    recovery_seconds: None,
-                    data_loss_seconds: None,
-                    message: None,
-                },
-            );
+            records.insert(0, running_record(db_name, &name, started));
             0
         }
     };
     let record = &mut records[index];
-    let deadline = started.checked_add(timeout).unwrap_or(started);
+    let deadline = started.checked_add(judgement.timeout).unwrap_or(started);
     let ready = child_ready_condition(&cluster.object);
     if let Some((true, _, _)) = ready {
-        // CloudNativePG's own timestamp of the transition to Ready, so a restart of the
-        // operator does not stretch the measured recovery time.
-        let ready_at = ready_transition(&cluster.object)
-            .unwrap_or(now)
-            .max(started);
-        record.outcome = DrillOutcome::Succeeded;
-        record.finished = Some(Time(ready_at));
-        record.recovery_seconds = Some(ready_at.duration_since(started).as_secs());
-        record.data_loss_seconds = recovery_point(&cluster.object)
-            .map(|point| started.duration_since(point).as_secs().max(0));
-        record.message = Some(format!(
-            "CloudNativePG reported the restored cluster ready after {}s",
-            ready_at.duration_since(started).as_secs()
-        ));
-        return Settled::Finished(record.clone());
+        match verification {
+            Verification::Answered { report, at } => {
+                judge(record, report, started, *at, judgement);
+                return Settled::Finished(record.clone());
+            }
+            Verification::Failed { message } => {
+                record.outcome = DrillOutcome::Failed;
+                record.finished = Some(Time(now));
+                record.message = Some(format!(
+                    "CloudNativePG restored {name}, but its verification Job {} ended without checking the data: {message}",
+                    naming::drill_verification(&name)
+                ));
+                return Settled::Finished(record.clone());
+            }
+            Verification::NotStarted if now < deadline => return Settled::Verify,
+            Verification::NotStarted | Verification::Pending => {
+                if now >= deadline {
+                    record.outcome = DrillOutcome::Failed;
+                    record.finished = Some(Time(now));
+                    record.message = Some(format!(
+                        "timed out: CloudNativePG restored {name}, but its data was not verified within the drill timeout (the Job {} did not answer)",
+                        naming::drill_verification(&name)
+                    ));
+                    return Settled::Finished(record.clone());
+                }
+                return Settled::Running {
+                    deadline: deadline + jiff::SignedDuration::from_secs(1),
+                };
+            }
+        }
     }
     let status = |field: &str| {
         cluster
@@ -508,6 +597,215 @@ fn settle(
     }
 }
 
+fn running_record(db_name: &str, cluster: &str, started: jiff::Timestamp) -> DrillRecord {
+    DrillRecord {
+        database: db_name.to_string(),
+        cluster: cluster.to_string(),
+        started: Time(started),
+        finished: None,
+        outcome: DrillOutcome::Running,
+        recovery_seconds: None,
+        data_loss_seconds: None,
+        newest_heartbeat: None,
+        tables: None,
+        message: None,
+    }
+}
+
+/// Judges what the verification found in the restored database: it must have answered, hold
+/// tables, hold a heartbeat when one was looked for, and pass the user's query; then the RPO
+/// (start − newest heartbeat) and RTO (start → answer) are held to the objectives.
+fn judge(
+    record: &mut DrillRecord,
+    report: &homelab_render::VerificationReport,
+    started: jiff::Timestamp,
+    answered: jiff::Timestamp,
+    judgement: &Judgement,
+) {
+    let answered = answered.max(started);
+    let rto = answered.duration_since(started).as_secs();
+    record.finished = Some(Time(answered));
+    record.recovery_seconds = Some(rto);
+    record.tables = report.tables;
+    record.newest_heartbeat = report.heartbeat.map(Time);
+    record.data_loss_seconds = report
+        .heartbeat
+        .map(|beat| started.duration_since(beat).as_secs().max(0));
+    let error = |step: &str| {
+        report
+            .errors
+            .iter()
+            .find(|(s, _)| s == step)
+            .map(|(_, e)| e.clone())
+    };
+    let failure = if let Some(e) = error("connect") {
+        Some(format!(
+            "the restored database could not be queried with the source's credentials: {e}"
+        ))
+    } else if report.tables.is_none() {
+        Some("the verification reported no table count".to_string())
+    } else if report.tables == Some(0) {
+        Some("the restored database is empty: it has no tables".to_string())
+    } else if report.heartbeat_checked && report.heartbeat.is_none() {
+        Some(match error("heartbeat") {
+            Some(e) => format!(
+                "the restored database has no heartbeat ({e}): the archive ends before the heartbeat writer's first write"
+            ),
+            None => {
+                "the restored database has no heartbeat: homelab.heartbeat is empty".to_string()
+            }
+        })
+    } else if let Some(e) = error("query") {
+        Some(format!(
+            "the drill query failed in the restored database: {e}"
+        ))
+    } else {
+        report
+            .query
+            .as_deref()
+            .filter(|v| *v != "t" && *v != "true")
+            .map(|value| {
+                format!("the drill query returned {value:?} in the restored database, not true")
+            })
+    };
+    if let Some(failure) = failure {
+        record.outcome = DrillOutcome::Failed;
+        record.message = Some(failure);
+        return;
+    }
+    let measured = format!(
+        "restored and verified in {rto}s (RTO){}",
+        record
+            .data_loss_seconds
+            .map(|s| format!(", newest heartbeat {s}s before the drill started (RPO)"))
+            .unwrap_or_default()
+    );
+    let mut missed = Vec::new();
+    if let (Some(rpo), Some(objective)) = (record.data_loss_seconds, judgement.rpo)
+        && u64::try_from(rpo).unwrap_or(0) > objective
+    {
+        missed.push(format!(
+            "RPO {rpo}s is beyond the objective of {objective}s"
+        ));
+    }
+    if let Some(objective) = judgement.rto
+        && u64::try_from(rto).unwrap_or(0) > objective
+    {
+        missed.push(format!(
+            "RTO {rto}s is beyond the objective of {objective}s"
+        ));
+    }
+    if missed.is_empty() {
+        record.outcome = DrillOutcome::Succeeded;
+        record.message = Some(format!(
+            "{measured}, within the objectives ({})",
+            judgement.objectives
+        ));
+    } else {
+        record.outcome = DrillOutcome::ObjectiveMissed;
+        record.message = Some(format!("{measured}; {}", missed.join("; ")));
+    }
+}
+
+/// Reads the verification Job of `cluster` and its pod's termination message.
+async fn observe_verification(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Verification, Error> {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    let name = naming::drill_verification(cluster);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(job) = jobs.get_opt(&name).await? else {
+        return Ok(Verification::NotStarted);
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let listed = pods
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={name}")),
+        )
+        .await?;
+    for pod in &listed.items {
+        let terminated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref());
+        if let Some(terminated) = terminated {
+            let at = terminated
+                .finished_at
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or_else(jiff::Timestamp::now);
+            if terminated.exit_code == 0 {
+                return Ok(Verification::Answered {
+                    report: homelab_render::VerificationReport::parse(
+                        terminated.message.as_deref().unwrap_or_default(),
+                    ),
+                    at,
+                });
+            }
+            return Ok(Verification::Failed {
+                message: format!(
+                    "its container exited with code {} ({}){}",
+                    terminated.exit_code,
+                    terminated.reason.as_deref().unwrap_or("no reason given"),
+                    terminated
+                        .message
+                        .as_deref()
+                        .map(|m| format!(": {}", m.trim()))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+    }
+    let failed = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
+    Ok(match failed {
+        Some(c) => Verification::Failed {
+            message: format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or("Failed"),
+                c.message.as_deref().unwrap_or("the Job failed")
+            ),
+        },
+        None => Verification::Pending,
+    })
+}
+
+/// Creates the verification Job of a restored drill cluster.
+async fn start_verification(
+    policy: &BackupPolicy,
+    db: &AppDatabase,
+    ctx: &Context,
+    cluster: &str,
+) -> Result<(), Error> {
+    let facts = drill_facts(db, ctx, 0);
+    let job = homelab_render::render_drill_verification(policy, db, &facts, cluster, &ctx.render)
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    ctx.children.apply(&job).await?;
+    Ok(())
+}
+
+fn drill_facts(db: &AppDatabase, ctx: &Context, sequence: u64) -> homelab_render::DrillFacts {
+    homelab_render::DrillFacts {
+        sequence,
+        server_name: super::app_database::server_name(db),
+        source_image: super::app_database::cluster_image(
+            ctx,
+            &db.namespace().unwrap_or_default(),
+            db.app_name(),
+        ),
+    }
+}
+
 /// Creates the drill cluster for `db` and returns its `Running` record, or a `Failed` record
 /// without a cluster when there is nothing to restore yet.
 async fn start(
@@ -531,16 +829,7 @@ async fn start(
     let last_backup = backup
         .and_then(|b| b.last_successful_backup.as_ref())
         .map(|t| t.0);
-    let mut record = DrillRecord {
-        database: db_name.clone(),
-        cluster: cluster.clone(),
-        started: Time(now),
-        finished: None,
-        outcome: DrillOutcome::Running,
-        recovery_seconds: None,
-        data_loss_seconds: None,
-        message: None,
-    };
+    let mut record = running_record(&db_name, &cluster, now);
     if last_backup.is_none() || !ctx.children.has_kind(CNPG_API, "Cluster") {
         record.outcome = DrillOutcome::Failed;
         record.finished = Some(Time(now));
@@ -553,15 +842,7 @@ async fn start(
         .and_then(|b| b.last_archived_wal.as_ref())
         .map(|t| t.0)
         .max(last_backup);
-    let facts = homelab_render::DrillFacts {
-        sequence,
-        server_name: super::app_database::server_name(db),
-        source_image: super::app_database::cluster_image(
-            ctx,
-            &db.namespace().unwrap_or_default(),
-            db.app_name(),
-        ),
-    };
+    let facts = drill_facts(db, ctx, sequence);
     let mut object = homelab_render::render_restore_drill(policy, db, &facts, &ctx.render)
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     let annotations = object
@@ -588,16 +869,20 @@ async fn publish_outcome(
             false,
             "DrillSucceeded",
             format!(
-                "restore drill of AppDatabase {} succeeded: the cluster {} was healthy after {}s (RTO achieved){}; deleting it",
+                "restore drill of AppDatabase {} succeeded: {}; deleting the cluster {}",
                 record.database,
+                record.message.as_deref().unwrap_or_default(),
                 record.cluster,
-                record.recovery_seconds.unwrap_or_default(),
-                record
-                    .data_loss_seconds
-                    .map(|s| format!(
-                        ", recovering to a point {s}s before the drill started (RPO achieved)"
-                    ))
-                    .unwrap_or_default()
+            ),
+        ),
+        DrillOutcome::ObjectiveMissed => (
+            true,
+            "DrillObjectiveMissed",
+            format!(
+                "restore drill of AppDatabase {} restored the data but missed an objective: {}; deleting the cluster {}",
+                record.database,
+                record.message.as_deref().unwrap_or_default(),
+                record.cluster,
             ),
         ),
         DrillOutcome::Failed
@@ -635,6 +920,7 @@ async fn publish_outcome(
 /// `DrillSucceeded`: the last finished drill of every database using the policy.
 fn drill_condition(databases: &[std::sync::Arc<AppDatabase>], records: &[DrillRecord]) -> Observed {
     let mut failed = Vec::new();
+    let mut missed = Vec::new();
     let mut succeeded = Vec::new();
     let mut missing = Vec::new();
     for db in databases {
@@ -647,6 +933,10 @@ fn drill_condition(databases: &[std::sync::Arc<AppDatabase>], records: &[DrillRe
             Some(r) if r.outcome == DrillOutcome::Succeeded => succeeded.push(format!(
                 "{name} in {}s",
                 r.recovery_seconds.unwrap_or_default()
+            )),
+            Some(r) if r.outcome == DrillOutcome::ObjectiveMissed => missed.push(format!(
+                "{name} ({})",
+                r.message.as_deref().unwrap_or("objective missed")
             )),
             Some(r) => failed.push(format!(
                 "{name} ({})",
@@ -661,6 +951,17 @@ fn drill_condition(databases: &[std::sync::Arc<AppDatabase>], records: &[DrillRe
             Status::False,
             "DrillFailed",
             format!("the last restore drill failed for {}", failed.join("; ")),
+        );
+    }
+    if !missed.is_empty() {
+        return Observed::new(
+            conditions::DRILL_SUCCEEDED,
+            Status::False,
+            "DrillObjectiveMissed",
+            format!(
+                "the last restore drill restored the data but missed the policy's objectives for {}",
+                missed.join("; ")
+            ),
         );
     }
     if succeeded.is_empty() {
@@ -717,17 +1018,26 @@ fn export_metrics(
             .filter(|r| r.database == name && r.outcome != DrillOutcome::Running)
             .collect();
         let last = finished.iter().max_by_key(|r| r.started.0);
-        let last_success = finished
-            .iter()
-            .filter(|r| r.outcome == DrillOutcome::Succeeded)
-            .max_by_key(|r| r.started.0);
+        let verified = |r: &&&DrillRecord| {
+            matches!(
+                r.outcome,
+                DrillOutcome::Succeeded | DrillOutcome::ObjectiveMissed
+            )
+        };
+        let last_verified = finished.iter().filter(verified).max_by_key(|r| r.started.0);
         ctx.metrics.databases.set_drill(
             namespace,
             &name,
-            last.map(|r| r.outcome == DrillOutcome::Succeeded),
-            last_success
-                .and_then(|r| r.recovery_seconds)
-                .map(|s| s as f64),
+            crate::metrics::DrillFigures {
+                succeeded: last.map(|r| verified(&r)),
+                recovery_seconds: last_verified
+                    .and_then(|r| r.recovery_seconds)
+                    .map(|s| s as f64),
+                data_loss_seconds: last_verified
+                    .and_then(|r| r.data_loss_seconds)
+                    .map(|s| s as f64),
+                objectives_met: last_verified.map(|r| r.outcome == DrillOutcome::Succeeded),
+            },
         );
     }
 }
@@ -736,6 +1046,7 @@ fn outcome_text(outcome: DrillOutcome) -> &'static str {
     match outcome {
         DrillOutcome::Running => "Running",
         DrillOutcome::Succeeded => "Succeeded",
+        DrillOutcome::ObjectiveMissed => "ObjectiveMissed",
         DrillOutcome::Failed => "Failed",
     }
 }
@@ -788,23 +1099,6 @@ fn started_at(cluster: &DynamicObject) -> Option<jiff::Timestamp> {
         .or_else(|| cluster.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
-fn recovery_point(cluster: &DynamicObject) -> Option<jiff::Timestamp> {
-    cluster
-        .annotations()
-        .get(ANNOTATION_DRILL_RECOVERY_POINT)
-        .and_then(|s| s.parse().ok())
-}
-
-fn ready_transition(cluster: &DynamicObject) -> Option<jiff::Timestamp> {
-    cluster
-        .data
-        .pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))
-        .and_then(|c| super::backups::time_field(c, "lastTransitionTime"))
-}
-
 /// `drill.timeout`: minutes (`m`) or hours (`h`).
 fn parse_timeout(text: &str) -> Result<jiff::SignedDuration, Error> {
     let invalid = || {
@@ -829,24 +1123,22 @@ mod tests {
 
     fn record(db: &str, cluster: &str, started: &str, outcome: DrillOutcome) -> DrillRecord {
         DrillRecord {
-            database: db.into(),
-            cluster: cluster.into(),
-            started: Time(started.parse().unwrap()),
-            finished: None,
             outcome,
             recovery_seconds: Some(10),
-            data_loss_seconds: None,
-            message: None,
+            ..running_record(db, cluster, started.parse().unwrap())
         }
+    }
+
+    fn drill_spec(history: i32) -> DrillSpec {
+        serde_json::from_value(serde_json::json!({
+            "schedule": "0 4 * * 0", "timeout": "30m", "history": history
+        }))
+        .unwrap()
     }
 
     #[test]
     fn history_is_kept_per_database_newest_first() {
-        let drill = DrillSpec {
-            schedule: "0 4 * * 0".into(),
-            timeout: "30m".into(),
-            history: 2,
-        };
+        let drill = drill_spec(2);
         let records = vec![
             record(
                 "a",
@@ -878,6 +1170,105 @@ mod tests {
             .map(|r| r.cluster)
             .collect();
         assert_eq!(kept, ["a-drill-3", "a-drill-2", "b-drill-1"]);
+    }
+
+    fn judged(message: &str, started: &str, answered: &str) -> DrillRecord {
+        let judgement =
+            Judgement::new(&drill_spec(3), jiff::SignedDuration::from_mins(30)).unwrap();
+        let mut record = running_record("wiki", "wiki-drill-1", started.parse().unwrap());
+        judge(
+            &mut record,
+            &homelab_render::VerificationReport::parse(message),
+            started.parse().unwrap(),
+            answered.parse().unwrap(),
+            &judgement,
+        );
+        record
+    }
+
+    fn epoch(at: &str) -> i64 {
+        at.parse::<jiff::Timestamp>().unwrap().as_second()
+    }
+
+    #[test]
+    fn a_drill_with_data_and_a_recent_heartbeat_succeeds_with_rpo_and_rto() {
+        let beat = epoch("2026-12-01T03:58:30Z");
+        let record = judged(
+            &format!("tables=12\nheartbeat={beat}\nquery=t\n"),
+            "2026-12-01T04:00:00Z",
+            "2026-12-01T04:03:20Z",
+        );
+        assert_eq!(record.outcome, DrillOutcome::Succeeded, "{record:?}");
+        assert_eq!(record.data_loss_seconds, Some(90));
+        assert_eq!(record.recovery_seconds, Some(200));
+        assert_eq!(record.tables, Some(12));
+        assert_eq!(record.newest_heartbeat.map(|t| t.0.as_second()), Some(beat));
+    }
+
+    #[test]
+    fn a_drill_beyond_an_objective_is_not_a_success() {
+        let beat = epoch("2026-12-01T03:50:00Z");
+        let record = judged(
+            &format!("tables=1\nheartbeat={beat}\n"),
+            "2026-12-01T04:00:00Z",
+            "2026-12-01T04:01:00Z",
+        );
+        assert_eq!(record.outcome, DrillOutcome::ObjectiveMissed);
+        let message = record.message.unwrap();
+        assert!(
+            message.contains("RPO 600s is beyond the objective of 300s"),
+            "{message}"
+        );
+        let slow = judged(
+            &format!("tables=1\nheartbeat={}\n", epoch("2026-12-01T03:59:00Z")),
+            "2026-12-01T04:00:00Z",
+            "2026-12-01T04:11:00Z",
+        );
+        assert_eq!(slow.outcome, DrillOutcome::ObjectiveMissed);
+        assert!(
+            slow.message
+                .unwrap()
+                .contains("RTO 660s is beyond the objective of 600s")
+        );
+    }
+
+    #[test]
+    fn a_drill_without_the_data_fails_and_says_what_is_missing() {
+        let cases = [
+            ("tables=0\nheartbeat=\n", "the restored database is empty"),
+            ("tables=5\nheartbeat=\n", "homelab.heartbeat is empty"),
+            (
+                "tables=5\nheartbeat_error=ERROR:  relation \"homelab.heartbeat\" does not exist\n",
+                "the archive ends before the heartbeat writer's first write",
+            ),
+            (
+                "tables=5\nheartbeat=1764561500\nquery=f\n",
+                "the drill query returned \"f\"",
+            ),
+            (
+                "tables=5\nheartbeat=1764561500\nquery_error=ERROR:  relation \"notes\" does not exist\n",
+                "the drill query failed in the restored database: ERROR:  relation \"notes\"",
+            ),
+            (
+                "error=psql: error: FATAL:  password authentication failed for user \"wiki\"\n",
+                "could not be queried with the source's credentials",
+            ),
+            ("", "no table count"),
+        ];
+        for (message, expected) in cases {
+            let record = judged(message, "2026-12-01T04:00:00Z", "2026-12-01T04:01:00Z");
+            assert_eq!(record.outcome, DrillOutcome::Failed, "{message}");
+            let text = record.message.unwrap();
+            assert!(text.contains(expected), "{message:?} gave {text:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_heartbeat_a_drill_needs_only_tables_and_measures_no_rpo() {
+        let record = judged("tables=2\n", "2026-12-01T04:00:00Z", "2026-12-01T04:01:00Z");
+        assert_eq!(record.outcome, DrillOutcome::Succeeded);
+        assert_eq!(record.data_loss_seconds, None);
+        assert_eq!(record.recovery_seconds, Some(60));
     }
 
     #[test]

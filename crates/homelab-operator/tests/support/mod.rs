@@ -178,6 +178,7 @@ pub fn resource(api_version: &str, kind: &str) -> ApiResource {
         "PodMonitor" => "podmonitors",
         "ExternalSecret" => "externalsecrets",
         "Deployment" => "deployments",
+        "Job" => "jobs",
         "Service" => "services",
         "Ingress" => "ingresses",
         "HTTPRoute" => "httproutes",

@@ -6,6 +6,7 @@ mod backup;
 mod cluster;
 mod drill;
 mod external_secret;
+mod heartbeat;
 mod object_store;
 mod pod_monitor;
 mod pooler;
@@ -24,7 +25,7 @@ use crate::kinds::OwnerKind;
 use crate::meta::{self, Owner, Ownership};
 
 pub use backup::render_on_demand_backup;
-pub use drill::render_restore_drill;
+pub use drill::{VerificationReport, render_drill_verification, render_restore_drill};
 pub(crate) use external_secret::spec as external_secret_spec;
 
 /// Everything one `AppDatabase` needs, sorted by kind and name:
@@ -36,7 +37,8 @@ pub(crate) use external_secret::spec as external_secret_spec;
 ///   mode the `ExternalSecret` `{app}-db-backup-sas`;
 /// - with `restore.from.archive`: `ObjectStore` `{app}-db-restore` (and its SAS `ExternalSecret`);
 /// - with `spec.pooler`: `Pooler` `{app}-db-pooler`;
-/// - with `monitoring.podMonitor`: `PodMonitor`s for the instances and the pooler.
+/// - with `monitoring.podMonitor`: `PodMonitor`s for the instances and the pooler;
+/// - when the policy runs drills with a heartbeat: the `Deployment` `{app}-db-heartbeat`.
 ///
 /// Under `deletionPolicy: Retain` the `Cluster`, the `ObjectStore` and the two `ExternalSecret`s
 /// the running cluster depends on (its credentials and its backup SAS token) carry no
@@ -74,6 +76,12 @@ pub fn render_app_database(
             },
         )?);
         objects.push(scheduled_backup::scheduled_backup(&ctx, policy)?);
+        let names = facts.database_names(database);
+        if let Some(writer) =
+            heartbeat::heartbeat(&ctx, policy, facts, &names.database, &names.owner)?
+        {
+            objects.push(writer);
+        }
         if object_store::uses_sas_token(policy) {
             objects.push(external_secret::sas_token(
                 &ctx,
