@@ -105,6 +105,16 @@ async fn every_overlay_renders_and_is_accepted_by_the_apiserver() -> Result<()> 
             .entry(app.clone())
             .or_default()
             .insert(host.to_owned());
+        // Settings that repeat the host (CSRF origin, base URLs) follow it to the environment.
+        for env in homelab_app["spec"]["env"].as_array().into_iter().flatten() {
+            let value = env["value"].as_str().unwrap_or_default();
+            ensure!(
+                !value.contains("example.com") || value.contains('@') || value.contains(host),
+                "{}: {} is {value:?}, another environment's host than {host}",
+                display(&dir),
+                env["name"]
+            );
+        }
         // Dry-run in a test namespace: the apiserver checks schemas and CEL rules.
         if let Err(e) = dry_run.apply_all(&objects, Some(&namespace)).await {
             failures.push(format!("{}: {e:#}", display(&dir)));

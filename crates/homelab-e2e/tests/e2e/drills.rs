@@ -201,9 +201,15 @@ spec:
         "a drill of an archive without the rows did not fail: {record}"
     );
     let message = record["message"].as_str().unwrap_or_default();
+    // The rows' table is gone (an empty database, the heartbeat's schema aside), or the query
+    // finds no rows.
     ensure!(
-        message.contains("drill query"),
+        message.contains("the restored database is empty") || message.contains("drill query"),
         "the failed drill does not say that the data is missing: {message}"
+    );
+    ensure!(
+        record["recoverySeconds"].as_i64().is_some() && record["tables"] == 0,
+        "the truncated drill does not report what it found: {record}"
     );
 
     // Break the archive's credentials as a person could: a new version of the Key Vault secret
