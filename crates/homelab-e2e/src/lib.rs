@@ -641,24 +641,31 @@ fn blob_http(plane: &DataPlane) -> Result<(reqwest::Client, String)> {
     Ok((http, token))
 }
 
-fn blob_url(container: &str, blob: &str) -> String {
-    format!(
+/// Sends `method` for blob `blob` in `container`; returns the status and the body.
+async fn blob_request(
+    plane: &DataPlane,
+    method: reqwest::Method,
+    container: &str,
+    blob: &str,
+) -> Result<(reqwest::StatusCode, String)> {
+    let (http, token) = blob_http(plane)?;
+    let url = format!(
         "https://{}/devstoreaccount1/{container}/{blob}",
         network::BLOB_IP
-    )
-}
-
-/// The text of blob `blob` in `container`.
-pub async fn blob_text(plane: &DataPlane, container: &str, blob: &str) -> Result<String> {
-    let (http, token) = blob_http(plane)?;
+    );
     let response = http
-        .get(blob_url(container, blob))
+        .request(method, url)
         .bearer_auth(&token)
         .header("x-ms-version", "2021-12-02")
         .send()
         .await?;
     let status = response.status();
-    let body = response.text().await?;
+    Ok((status, response.text().await?))
+}
+
+/// The text of blob `blob` in `container`.
+pub async fn blob_text(plane: &DataPlane, container: &str, blob: &str) -> Result<String> {
+    let (status, body) = blob_request(plane, reqwest::Method::GET, container, blob).await?;
     ensure!(
         status.is_success(),
         "reading {container}/{blob}: {status}: {body}"
@@ -668,18 +675,10 @@ pub async fn blob_text(plane: &DataPlane, container: &str, blob: &str) -> Result
 
 /// Deletes blob `blob` from `container`.
 pub async fn delete_blob(plane: &DataPlane, container: &str, blob: &str) -> Result<()> {
-    let (http, token) = blob_http(plane)?;
-    let response = http
-        .delete(blob_url(container, blob))
-        .bearer_auth(&token)
-        .header("x-ms-version", "2021-12-02")
-        .send()
-        .await?;
-    let status = response.status();
+    let (status, body) = blob_request(plane, reqwest::Method::DELETE, container, blob).await?;
     ensure!(
         status.is_success() || status.as_u16() == 404,
-        "deleting {container}/{blob}: {status}: {}",
-        response.text().await?
+        "deleting {container}/{blob}: {status}: {body}"
     );
     Ok(())
 }

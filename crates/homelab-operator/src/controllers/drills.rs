@@ -539,24 +539,26 @@ fn settle(
                 return Settled::Finished(record.clone());
             }
             Verification::Failed { message } => {
-                record.outcome = DrillOutcome::Failed;
-                record.finished = Some(Time(now));
-                record.message = Some(format!(
-                    "CloudNativePG restored {name}, but its verification Job {} ended without checking the data: {message}",
-                    naming::drill_verification(&name)
-                ));
-                return Settled::Finished(record.clone());
+                return failed(
+                    record,
+                    now,
+                    format!(
+                        "CloudNativePG restored {name}, but its verification Job {} ended without checking the data: {message}",
+                        naming::drill_verification(&name)
+                    ),
+                );
             }
             Verification::NotStarted if now < deadline => return Settled::Verify,
             Verification::NotStarted | Verification::Pending => {
                 if now >= deadline {
-                    record.outcome = DrillOutcome::Failed;
-                    record.finished = Some(Time(now));
-                    record.message = Some(format!(
-                        "timed out: CloudNativePG restored {name}, but its data was not verified within the drill timeout (the Job {} did not answer)",
-                        naming::drill_verification(&name)
-                    ));
-                    return Settled::Finished(record.clone());
+                    return failed(
+                        record,
+                        now,
+                        format!(
+                            "timed out: CloudNativePG restored {name}, but its data was not verified within the drill timeout (the Job {} did not answer)",
+                            naming::drill_verification(&name)
+                        ),
+                    );
                 }
                 return Settled::Running {
                     deadline: deadline + jiff::SignedDuration::from_secs(1),
@@ -575,26 +577,36 @@ fn settle(
     let phase = status("phase");
     let hint = hint.map(|h| format!("; {h}")).unwrap_or_default();
     if phase == Some(PHASE_UNRECOVERABLE) {
-        record.outcome = DrillOutcome::Failed;
-        record.finished = Some(Time(now));
-        record.message = Some(format!(
-            "CloudNativePG could not restore the backup into {name}: {}{hint}",
-            status("phaseReason").unwrap_or(PHASE_UNRECOVERABLE)
-        ));
-        return Settled::Finished(record.clone());
+        return failed(
+            record,
+            now,
+            format!(
+                "CloudNativePG could not restore the backup into {name}: {}{hint}",
+                status("phaseReason").unwrap_or(PHASE_UNRECOVERABLE)
+            ),
+        );
     }
     if now >= deadline {
-        record.outcome = DrillOutcome::Failed;
-        record.finished = Some(Time(now));
-        record.message = Some(format!(
-            "timed out: CloudNativePG did not report the restored cluster {name} ready within the drill timeout (last phase: {}){hint}",
-            phase.unwrap_or("no phase reported")
-        ));
-        return Settled::Finished(record.clone());
+        return failed(
+            record,
+            now,
+            format!(
+                "timed out: CloudNativePG did not report the restored cluster {name} ready within the drill timeout (last phase: {}){hint}",
+                phase.unwrap_or("no phase reported")
+            ),
+        );
     }
     Settled::Running {
         deadline: deadline + jiff::SignedDuration::from_secs(1),
     }
+}
+
+/// Ends a drill as failed, now, for `message`.
+fn failed(record: &mut DrillRecord, now: jiff::Timestamp, message: String) -> Settled {
+    record.outcome = DrillOutcome::Failed;
+    record.finished = Some(Time(now));
+    record.message = Some(message);
+    Settled::Finished(record.clone())
 }
 
 fn running_record(db_name: &str, cluster: &str, started: jiff::Timestamp) -> DrillRecord {

@@ -8,7 +8,7 @@ use serde_json::{Map, json};
 
 use super::Context;
 use super::cluster::{RECOVERY_SOURCE, external_cluster, image_name, storage};
-use super::heartbeat::{connection_env, pod_spec};
+use super::heartbeat::{connection_env, interval, pod_spec};
 use crate::config::OperatorConfig;
 use crate::error::RenderError;
 use crate::facts::DrillFacts;
@@ -202,16 +202,7 @@ pub fn render_drill_verification(
 ) -> Result<DynamicObject, RenderError> {
     let ctx = Context::new(source, config)?;
     let owner = Owner::new(OwnerKind::BackupPolicy, &policy.metadata)?;
-    let heartbeat = match &policy.spec.drill {
-        Some(drill) => crate::units::heartbeat_interval(&drill.heartbeat_interval)
-            .map_err(|reason| RenderError::InvalidDuration {
-                field: "spec.drill.heartbeatInterval".into(),
-                value: drill.heartbeat_interval.clone(),
-                reason,
-            })?
-            .is_some(),
-        None => false,
-    };
+    let heartbeat = interval(&owner.name, &policy.spec)?.is_some();
     let names = source.published_names();
     let mut env = connection_env(
         &format!("{drill_cluster}-rw"),

@@ -30,17 +30,7 @@ pub(super) fn heartbeat(
     database: &str,
     owner: &str,
 ) -> Result<Option<DynamicObject>, RenderError> {
-    let Some(drill) = &policy.spec.drill else {
-        return Ok(None);
-    };
-    let interval = units::heartbeat_interval(&drill.heartbeat_interval).map_err(|reason| {
-        RenderError::InvalidDuration {
-            field: format!("BackupPolicy {}: spec.drill.heartbeatInterval", policy.name),
-            value: drill.heartbeat_interval.clone(),
-            reason,
-        }
-    })?;
-    let Some(interval) = interval else {
+    let Some(interval) = interval(&policy.name, &policy.spec)? else {
         return Ok(None);
     };
     let name = naming::heartbeat(&ctx.app);
@@ -72,6 +62,23 @@ pub(super) fn heartbeat(
     }});
     let metadata = meta::child_meta(&ctx.owner, name, labels.clone(), Ownership::Owned);
     Ok(Some(meta::dynamic(&DEPLOYMENT, metadata, body)))
+}
+
+/// The heartbeat interval of policy `name` in seconds; `None` without drills or with `off`.
+pub(super) fn interval(
+    name: &str,
+    policy: &homelab_api::BackupPolicySpec,
+) -> Result<Option<u64>, RenderError> {
+    let Some(drill) = &policy.drill else {
+        return Ok(None);
+    };
+    units::heartbeat_interval(&drill.heartbeat_interval).map_err(|reason| {
+        RenderError::InvalidDuration {
+            field: format!("BackupPolicy {name}: spec.drill.heartbeatInterval"),
+            value: drill.heartbeat_interval.clone(),
+            reason,
+        }
+    })
 }
 
 fn selector(labels: &std::collections::BTreeMap<String, String>) -> Value {
