@@ -499,7 +499,7 @@ pub struct Endpoints {
     pub port: i32,
 }
 
-/// Backup facts, from the ObjectStore's recovery window and the Backup objects.
+/// Backup facts, from the ObjectStore's recovery window, the Backup objects and the archive.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
@@ -518,9 +518,13 @@ pub struct BackupStatus {
     /// The earliest point a restore can reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_recoverability_point: Option<Time>,
-    /// When the newest WAL segment was archived.
+    /// When the newest WAL segment in the Blob container finished uploading (its
+    /// `Last-Modified`), as the operator last listed the archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_archived_wal: Option<Time>,
+    /// The name of that segment (timeline, log, segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal_segment: Option<String>,
     /// When the current backup SAS token expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sas_expires: Option<Time>,

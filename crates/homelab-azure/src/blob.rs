@@ -3,8 +3,9 @@
 
 use async_trait::async_trait;
 use azure_core::http::{RequestContent, StatusCode, XmlFormat};
-use azure_storage_blob::models::KeyInfo;
+use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, KeyInfo};
 use azure_storage_blob::{BlobServiceClient, BlobServiceClientOptions};
+use futures::TryStreamExt;
 use jiff::Timestamp;
 use url::Url;
 
@@ -16,6 +17,7 @@ use crate::sas::{
     validity,
 };
 use crate::secret::SecretValue;
+use crate::wal::ListedBlob;
 
 /// What [`BlobStore::ensure_container`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,9 @@ pub trait BlobStore: Send + Sync {
 
     /// Deletes `container` and every blob in it; `false` if there was none.
     async fn delete_container(&self, container: &ContainerName) -> Result<bool>;
+
+    /// Every blob in `container` whose name starts with `prefix`, with its `Last-Modified`.
+    async fn list_blobs(&self, container: &ContainerName, prefix: &str) -> Result<Vec<ListedBlob>>;
 
     /// A user delegation key valid from `start` to `expiry` (at most 7 days ahead).
     async fn user_delegation_key(
@@ -173,6 +178,34 @@ impl BlobStore for AzureBlobStore {
                 ))
             }
         }
+    }
+
+    async fn list_blobs(&self, container: &ContainerName, prefix: &str) -> Result<Vec<ListedBlob>> {
+        let client = self.service.blob_container_client(container.as_str());
+        let failed = |e: azure_core::Error| {
+            self.error(
+                Failure::from_sdk(&e),
+                format!("listing '{prefix}' in container '{container}'"),
+                AzureRole::StorageBlobDataContributor,
+            )
+        };
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: Some(prefix.to_string()),
+            ..Default::default()
+        };
+        client
+            .list_blobs(Some(options))
+            .map_err(failed)?
+            .map_ok(|blob| ListedBlob {
+                name: blob.name.unwrap_or_default(),
+                last_modified: blob
+                    .properties
+                    .and_then(|p| p.last_modified)
+                    .and_then(|t| Timestamp::from_second(t.unix_timestamp()).ok()),
+            })
+            .try_collect()
+            .await
+            .map_err(failed)
     }
 
     async fn user_delegation_key(

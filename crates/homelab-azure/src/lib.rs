@@ -24,6 +24,7 @@ mod names;
 mod password;
 mod sas;
 mod secret;
+mod wal;
 
 pub use backup::{SasOutcome, ensure_backup_sas};
 pub use blob::{AzureBlobStore, BlobStore, ContainerOutcome};
@@ -41,3 +42,6 @@ pub use sas::{
     UserDelegationKey, rotation_decision, sign_service_sas, sign_user_delegation_sas, validity,
 };
 pub use secret::SecretValue;
+pub use wal::{
+    ArchivedWal, ListedBlob, WalSegment, newest_archived_wal, newest_segment, probe_prefixes,
+};

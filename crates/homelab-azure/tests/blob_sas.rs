@@ -11,7 +11,7 @@ use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use futures::TryStreamExt;
 use homelab_azure::{
     AzureConfig, BlobStore, ContainerName, ContainerOutcome, RotationReason, SasOutcome, SasPolicy,
-    SasSigning, SecretName, SecretVault, ensure_backup_sas,
+    SasSigning, SecretName, SecretVault, WalSegment, ensure_backup_sas, newest_archived_wal,
 };
 use homelab_testenv::azure::AzureEmulators;
 use jiff::Timestamp;
@@ -410,4 +410,106 @@ async fn a_stored_sas_for_another_container_is_minted_again_for_this_one() {
     .await
     .unwrap();
     assert!(matches!(kept, SasOutcome::Kept { .. }), "{kept:?}");
+}
+
+/// The newest WAL segment is read from the archive as `barman-cloud-wal-archive` lays it out:
+/// the greatest segment name wins over later uploads of other files, a known segment narrows
+/// the listing to its directory and still finds the next directory and the next timeline, and a
+/// segment that is gone sends the probe back to the whole archive.
+#[tokio::test]
+async fn the_newest_archived_wal_segment_is_read_from_the_archive() {
+    let Some(az) = AzureEmulators::get_or_skip("newest_archived_wal").await else {
+        return;
+    };
+    let store = clients(az, emulator_config())
+        .blob_store(az.blob_service_url())
+        .unwrap();
+    let container = ContainerName::backup(&unique("wal"));
+    store.ensure_container(&container).await.unwrap();
+    let token = store
+        .container_sas(&container, &SasPolicy::default(), Timestamp::now())
+        .await
+        .unwrap();
+    let client = sas_client(az, &store.container_url(&container), token.token.expose());
+    let server = "app-db-cnpg-v1";
+    let newest = |known: Option<WalSegment>| {
+        let store = &store;
+        let container = &container;
+        async move {
+            newest_archived_wal(store, container, server, known.as_ref())
+                .await
+                .unwrap()
+                .map(|wal| wal.segment.to_string())
+        }
+    };
+
+    assert_eq!(newest(None).await, None, "an empty archive has no segment");
+    for name in [
+        "wals/0000000100000000/000000010000000000000001.gz",
+        "wals/0000000100000000/000000010000000000000002.gz",
+        "wals/0000000100000000/000000010000000000000002.00000028.backup.gz",
+        "base/20261203T010000/data.tar",
+    ] {
+        upload(&client, &format!("{server}/{name}")).await.unwrap();
+    }
+    // Another server's archive in the same container is not this database's.
+    upload(
+        &client,
+        "other-db-cnpg-v1/wals/0000000900000000/000000090000000000000001",
+    )
+    .await
+    .unwrap();
+    let before = Timestamp::now();
+    let first = newest_archived_wal(&store, &container, server, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.segment.as_str(), "000000010000000000000002");
+    assert!(
+        (first.archived_at.as_second() - before.as_second()).abs() <= 5,
+        "Last-Modified {} is not the upload time (~{before})",
+        first.archived_at
+    );
+
+    let known = Some(first.segment.clone());
+    assert_eq!(
+        newest(known.clone()).await.as_deref(),
+        Some("000000010000000000000002"),
+        "nothing newer: the known segment stands"
+    );
+    upload(
+        &client,
+        &format!("{server}/wals/0000000100000001/000000010000000100000000.gz"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        newest(known).await.as_deref(),
+        Some("000000010000000100000000"),
+        "the next directory"
+    );
+    upload(&client, &format!("{server}/wals/00000002.history"))
+        .await
+        .unwrap();
+    upload(
+        &client,
+        &format!("{server}/wals/0000000200000001/000000020000000100000000.gz"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        newest(WalSegment::parse("000000010000000100000000"))
+            .await
+            .as_deref(),
+        Some("000000020000000100000000"),
+        "the next timeline"
+    );
+    assert_eq!(
+        newest(WalSegment::parse("0000000700000000000000AA"))
+            .await
+            .as_deref(),
+        Some("000000020000000100000000"),
+        "a known segment that is gone: the whole archive"
+    );
+    store.delete_container(&container).await.unwrap();
 }

@@ -86,6 +86,9 @@ pub struct BenchReport {
     pub azure_window: Option<Duration>,
     pub azure_window_requests: Option<f64>,
     pub azure_per_db_hour: Option<f64>,
+    /// Archive listings for the newest WAL segment, per database per hour, in the same window
+    /// (not in `azure_per_db_hour`: they watch the archive, they do not verify the Azure side).
+    pub wal_probes_per_db_hour: Option<f64>,
     pub binary_bytes: Option<u64>,
     pub notes: Vec<String>,
 }
@@ -513,22 +516,28 @@ async fn azure_steady_state(
     operator.wait_http(Duration::from_secs(60)).await?;
     workload::create(&client, &ns, &load).await?;
     wait_azure_side(&client, &ns, opts.azure_pairs, opts.timeout).await?;
-    let before = operator
-        .metric("homelab_operator_azure_requests_total", "")
-        .await
-        .context("metrics")?;
-    report.azure_converge_requests = Some(before);
+    const PROBES: &str = "operation=\"probe_wal_archive\"";
+    let requests = |labels: &'static str| {
+        let operator = &operator;
+        async move {
+            operator
+                .metric("homelab_operator_azure_requests_total", labels)
+                .await
+                .context("metrics")
+        }
+    };
+    let (before, probes_before) = (requests("").await?, requests(PROBES).await?);
+    report.azure_converge_requests = Some(before - probes_before);
     let start = Instant::now();
     tokio::time::sleep(opts.azure_window).await;
-    let after = operator
-        .metric("homelab_operator_azure_requests_total", "")
-        .await
-        .context("metrics")?;
+    let (after, probes_after) = (requests("").await?, requests(PROBES).await?);
     let window = start.elapsed();
+    let per_db_hour = |count: f64| count / opts.azure_pairs as f64 * 3600.0 / window.as_secs_f64();
+    let probes = probes_after - probes_before;
     report.azure_window = Some(window);
-    report.azure_window_requests = Some(after - before);
-    report.azure_per_db_hour =
-        Some((after - before) / opts.azure_pairs as f64 * 3600.0 / window.as_secs_f64());
+    report.azure_window_requests = Some(after - before - probes);
+    report.azure_per_db_hour = Some(per_db_hour(after - before - probes));
+    report.wal_probes_per_db_hour = Some(per_db_hour(probes));
     operator.stop().await?;
     Ok(())
 }

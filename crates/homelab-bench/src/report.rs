@@ -191,7 +191,13 @@ pub fn bench_table(r: &BenchReport) -> String {
     );
     row(
         &mut s,
-        "Azure requests per database to converge",
+        "WAL archive listings per database per hour, same window (empty archives: every minute until the first segment)",
+        num(r.wal_probes_per_db_hour, 2),
+        "",
+    );
+    row(
+        &mut s,
+        "Azure requests per database to converge (without archive listings)",
         num(
             r.azure_converge_requests
                 .map(|x| x / r.azure_pairs.max(1) as f64),

@@ -5,14 +5,20 @@
 //! when its inputs change, when the SAS token is due for rotation, and once an hour to verify.
 //! In between, reconciles reuse the last result, so a steady state costs at most one round of
 //! Azure requests per database per hour.
+//!
+//! The archive is listed apart from that ([`AzureSide::probe_wal`]) to read its newest WAL
+//! segment: for a database with a heartbeat writer when that segment would become stale if
+//! nothing newer arrived (at most once per [`crate::controllers::backups::archive_max_age`],
+//! every minute while it is stale), otherwise every [`WAL_PROBE_UNBOUNDED`]; every minute while
+//! the archive holds no segment yet.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use homelab_azure::{
-    AzureBlobStore, AzureClients, AzureError, ContainerName, SasOutcome, SecretName, SecretOutcome,
-    SecretVault, ensure_backup_sas,
+    ArchivedWal, AzureBlobStore, AzureClients, AzureError, ContainerName, SasOutcome, SecretName,
+    SecretOutcome, SecretVault, WalSegment, ensure_backup_sas, newest_archived_wal,
 };
 use jiff::Timestamp;
 
@@ -23,6 +29,57 @@ pub const RESTORE_PERMISSIONS: &str = "rl";
 
 /// How long a verified result is trusted before Azure is asked again.
 pub const VERIFY_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How often the archive of a database without a heartbeat writer is listed: an idle database
+/// archives nothing, so the age of its newest segment bounds nothing, and the listing only keeps
+/// `status.backup.lastArchivedWal` current.
+pub const WAL_PROBE_UNBOUNDED: Duration = Duration::from_secs(15 * 60);
+
+/// How often an archive that is stale, or still empty, is listed while a writer should be
+/// filling it, so that archiving coming back is seen within a minute.
+pub const WAL_PROBE_STALE: Duration = Duration::from_secs(60);
+
+/// Where one database archives its WAL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalArchive {
+    pub service_url: String,
+    pub container: String,
+    pub server_name: String,
+}
+
+/// What the last listing of an archive found, and when to list it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalProbe {
+    pub newest: Option<ArchivedWal>,
+    pub next_probe: Timestamp,
+}
+
+/// When to list an archive again, given the upload time of its newest segment and how old that
+/// may grow ([`crate::controllers::backups::archive_max_age`], `None` without a writer): at
+/// the moment it would turn stale if nothing newer arrived, or after [`WAL_PROBE_STALE`] once it
+/// is or while the archive is empty, never later than [`WAL_PROBE_UNBOUNDED`].
+pub fn next_wal_probe(
+    newest: Option<Timestamp>,
+    max_age: Option<jiff::SignedDuration>,
+    now: Timestamp,
+) -> Timestamp {
+    let after = |d: Duration| {
+        now.checked_add(jiff::SignedDuration::try_from(d).unwrap_or_default())
+            .unwrap_or(now)
+    };
+    let Some(newest) = newest else {
+        // Nothing archived yet: a new database's first segments arrive within minutes.
+        return after(WAL_PROBE_STALE);
+    };
+    let latest = after(WAL_PROBE_UNBOUNDED);
+    let Some(max_age) = max_age else {
+        return latest;
+    };
+    match newest.checked_add(max_age) {
+        Ok(due) if due > now => due.min(latest),
+        _ => after(WAL_PROBE_STALE),
+    }
+}
 
 /// What the Azure side of one database needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +125,7 @@ pub struct AzureSide {
     clients: AzureClients,
     metrics: Arc<Metrics>,
     memo: Mutex<HashMap<String, Memo>>,
+    wal_probes: Mutex<HashMap<String, (WalArchive, WalProbe)>>,
     blob_stores: Mutex<HashMap<String, Arc<AzureBlobStore>>>,
 }
 
@@ -77,6 +135,7 @@ impl AzureSide {
             clients,
             metrics,
             memo: Mutex::new(HashMap::new()),
+            wal_probes: Mutex::new(HashMap::new()),
             blob_stores: Mutex::new(HashMap::new()),
         }
     }
@@ -97,6 +156,58 @@ impl AzureSide {
         if let Ok(mut memo) = self.memo.lock() {
             memo.remove(key);
         }
+        if let Ok(mut probes) = self.wal_probes.lock() {
+            probes.remove(key);
+        }
+    }
+
+    /// The newest WAL segment in `archive`, listed when [`next_wal_probe`] says and remembered in
+    /// between. `known` is the segment the database's status last named: it narrows the first
+    /// listing after a restart to one directory.
+    pub async fn probe_wal(
+        &self,
+        key: &str,
+        archive: &WalArchive,
+        known: Option<WalSegment>,
+        max_age: Option<jiff::SignedDuration>,
+        now: Timestamp,
+    ) -> Result<WalProbe, AzureError> {
+        let remembered = self
+            .wal_probes
+            .lock()
+            .ok()
+            .and_then(|probes| probes.get(key).cloned())
+            .filter(|(probed, _)| probed == archive)
+            .map(|(_, probe)| probe);
+        if let Some(probe) = &remembered
+            && now < probe.next_probe
+        {
+            return Ok(probe.clone());
+        }
+        let known = remembered
+            .and_then(|probe| probe.newest)
+            .map(|newest| newest.segment)
+            .or(known);
+        let store = self.blob_store(&archive.service_url)?;
+        let container = ContainerName::parse(&archive.container)?;
+        let newest = self.count(
+            "probe_wal_archive",
+            newest_archived_wal(
+                store.as_ref(),
+                &container,
+                &archive.server_name,
+                known.as_ref(),
+            )
+            .await,
+        )?;
+        let probe = WalProbe {
+            next_probe: next_wal_probe(newest.as_ref().map(|n| n.archived_at), max_age, now),
+            newest,
+        };
+        if let Ok(mut probes) = self.wal_probes.lock() {
+            probes.insert(key.to_string(), (archive.clone(), probe.clone()));
+        }
+        Ok(probe)
     }
 
     /// Makes sure the password exists (created once, never overwritten), the container exists
@@ -303,6 +414,42 @@ pub fn parse_validity(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archives_are_listed_when_their_newest_segment_would_turn_stale() {
+        let now: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let max_age = Some(jiff::SignedDuration::from_secs(330));
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert_eq!(
+            next_wal_probe(Some(at("2026-12-03T09:58:00Z")), max_age, now),
+            at("2026-12-03T10:03:30Z")
+        );
+        assert_eq!(
+            next_wal_probe(Some(at("2026-12-03T09:50:00Z")), max_age, now),
+            at("2026-12-03T10:01:00Z"),
+            "stale: every minute"
+        );
+        assert_eq!(
+            next_wal_probe(None, max_age, now),
+            at("2026-12-03T10:01:00Z"),
+            "empty with a writer: every minute"
+        );
+        assert_eq!(
+            next_wal_probe(None, None, now),
+            at("2026-12-03T10:01:00Z"),
+            "empty without a writer: every minute too"
+        );
+        assert_eq!(
+            next_wal_probe(Some(at("2026-12-03T09:59:00Z")), None, now),
+            at("2026-12-03T10:15:00Z"),
+            "no writer: the age bounds nothing"
+        );
+        assert_eq!(
+            next_wal_probe(Some(now), Some(jiff::SignedDuration::from_hours(2)), now),
+            at("2026-12-03T10:15:00Z"),
+            "never later than the unbounded interval"
+        );
+    }
 
     #[test]
     fn validities_parse() {

@@ -167,8 +167,12 @@ impl Drop for ReconcileTimer {
 pub struct DatabaseBackupFacts {
     /// When the last base backup completed (Unix seconds).
     pub last_backup: Option<f64>,
-    /// WAL archiving as CloudNativePG last reported it.
-    pub wal: Option<WalArchiving>,
+    /// When the newest WAL segment in the archive was uploaded (Unix seconds).
+    pub wal_archived: Option<f64>,
+    /// How old that segment may grow (seconds), for databases with a heartbeat writer.
+    pub wal_max_age: Option<f64>,
+    /// Since when CloudNativePG reports archiving failing (Unix seconds).
+    pub wal_failing_since: Option<f64>,
     /// Whether the last finished restore drill succeeded.
     pub drill_succeeded: Option<bool>,
     /// Seconds the last drill that verified the data needed until it answered (its RTO).
@@ -177,6 +181,19 @@ pub struct DatabaseBackupFacts {
     pub drill_data_loss_seconds: Option<f64>,
     /// Whether that drill was within the policy's RPO and RTO objectives.
     pub drill_objectives_met: Option<bool>,
+}
+
+/// What the AppDatabase controller knows of one database's backups and archive.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BackupFigures {
+    /// When the last base backup completed (Unix seconds).
+    pub last_backup: Option<f64>,
+    /// When the newest WAL segment in the archive was uploaded (Unix seconds).
+    pub wal_archived: Option<f64>,
+    /// How old that segment may grow (seconds); only with a heartbeat writer.
+    pub wal_max_age: Option<f64>,
+    /// Since when CloudNativePG reports archiving failing (Unix seconds).
+    pub wal_failing_since: Option<f64>,
 }
 
 /// What the last restore drills of one database showed.
@@ -189,17 +206,6 @@ pub struct DrillFigures {
     pub data_loss_seconds: Option<f64>,
     /// Whether that drill was within the objectives.
     pub objectives_met: Option<bool>,
-}
-
-/// WAL archiving as the Cluster's `ContinuousArchiving` condition reports it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum WalArchiving {
-    /// Archiving works: CloudNativePG flips the condition to `False` on the first failed
-    /// `archive_command`, so while it is `True` the newest segment is no older than the
-    /// `archive_timeout` the policy sets. Exported as the time of the scrape.
-    Working,
-    /// Archiving has failed since this moment (Unix seconds): nothing newer reached the archive.
-    FailingSince(f64),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -217,16 +223,12 @@ pub struct DatabaseGauges {
 
 impl DatabaseGauges {
     /// Updates what the AppDatabase controller knows (backups and WAL archiving).
-    pub fn set_backups(
-        &self,
-        namespace: &str,
-        database: &str,
-        last_backup: Option<f64>,
-        wal: Option<WalArchiving>,
-    ) {
+    pub fn set_backups(&self, namespace: &str, database: &str, facts: BackupFigures) {
         self.update(namespace, database, |f| {
-            f.last_backup = last_backup;
-            f.wal = wal;
+            f.last_backup = facts.last_backup;
+            f.wal_archived = facts.wal_archived;
+            f.wal_max_age = facts.wal_max_age;
+            f.wal_failing_since = facts.wal_failing_since;
         });
     }
 
@@ -290,47 +292,53 @@ impl prometheus_client::collector::Collector for DatabaseGauges {
             Ok(facts) => facts.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             Err(_) => return Ok(()),
         };
-        let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
-        type Pick = fn(&DatabaseBackupFacts, f64) -> Option<f64>;
-        let families: [(&str, &str, Pick); 6] = [
+        type Pick = fn(&DatabaseBackupFacts) -> Option<f64>;
+        let families: [(&str, &str, Pick); 8] = [
             (
                 "homelab_backup_last_success_timestamp_seconds",
                 "When the last base backup of the database completed (Unix seconds)",
-                |f, _| f.last_backup,
+                |f| f.last_backup,
             ),
             (
                 "homelab_wal_last_archived_timestamp_seconds",
-                "Newest moment WAL archiving is known to have worked: the scrape time while CloudNativePG reports ContinuousArchiving=True, the time archiving began failing otherwise",
-                |f, now| match f.wal? {
-                    WalArchiving::Working => Some(now),
-                    WalArchiving::FailingSince(since) => Some(since),
-                },
+                "When the newest WAL segment in the database's Blob container finished uploading (its Last-Modified, Unix seconds), as the operator last listed the archive",
+                |f| f.wal_archived,
+            ),
+            (
+                "homelab_wal_archive_max_age_seconds",
+                "How old the newest archived WAL segment may grow while archiving works: walArchiveTimeout plus the heartbeat interval plus a minute; only for databases with a heartbeat writer (an idle database archives nothing)",
+                |f| f.wal_max_age,
+            ),
+            (
+                "homelab_wal_archiving_failing_since_timestamp_seconds",
+                "Since when CloudNativePG reports WAL archiving failing (ContinuousArchiving=False, Unix seconds); absent while it works",
+                |f| f.wal_failing_since,
             ),
             (
                 "homelab_restore_drill_last_success",
                 "1 when the database's last finished restore drill restored and verified its data, 0 when it failed",
-                |f, _| f.drill_succeeded.map(|s| if s { 1.0 } else { 0.0 }),
+                |f| f.drill_succeeded.map(|s| if s { 1.0 } else { 0.0 }),
             ),
             (
                 "homelab_restore_drill_recovery_seconds",
                 "Seconds from the start of the last restore drill that verified the data until the restored database answered (the RTO achieved)",
-                |f, _| f.drill_recovery_seconds,
+                |f| f.drill_recovery_seconds,
             ),
             (
                 "homelab_restore_drill_data_loss_seconds",
                 "Seconds between the start of the last restore drill that verified the data and the newest heartbeat in the restored database (the RPO achieved)",
-                |f, _| f.drill_data_loss_seconds,
+                |f| f.drill_data_loss_seconds,
             ),
             (
                 "homelab_restore_drill_objectives_met",
                 "1 when the last restore drill that verified the data was within the BackupPolicy's RPO and RTO objectives, 0 when it missed one",
-                |f, _| f.drill_objectives_met.map(|s| if s { 1.0 } else { 0.0 }),
+                |f| f.drill_objectives_met.map(|s| if s { 1.0 } else { 0.0 }),
             ),
         ];
         for (name, help, pick) in families {
             let values: Vec<(&DatabaseLabels, f64)> = snapshot
                 .iter()
-                .filter_map(|(labels, facts)| Some((labels, pick(facts, now)?)))
+                .filter_map(|(labels, facts)| Some((labels, pick(facts)?)))
                 .collect();
             if values.is_empty() {
                 continue;

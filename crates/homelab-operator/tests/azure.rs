@@ -530,3 +530,185 @@ async fn restoring_from_a_named_archive_gets_a_read_only_token_for_it() {
     .await;
     operator.stop().await;
 }
+
+/// Uploads a blob with a token the store mints for `container`, as Barman Cloud would.
+async fn upload_with_sas(az: &AzureEmulators, container: &ContainerName, blob: &str) {
+    let blobs = clients(az).blob_store(az.blob_service_url()).unwrap();
+    let token = blobs
+        .container_sas(
+            container,
+            &homelab_azure::SasPolicy::default(),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let response = az
+        .http_client()
+        .put(format!(
+            "{}/{blob}?{}",
+            blobs.container_url(container),
+            token.token.expose().trim_start_matches('?')
+        ))
+        .header("x-ms-blob-type", "BlockBlob")
+        .header("x-ms-version", "2025-01-05")
+        .body("wal segment")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// `status.backup.lastArchivedWal` and its metric are the upload time of the newest WAL segment
+/// in the container; a database with a heartbeat writer whose archive gets nothing newer for
+/// longer than walArchiveTimeout + heartbeat + 1 minute turns BackupReady False
+/// (WALArchivingStale, naming the segment), and a newer segment clears it at the next listing.
+#[tokio::test]
+async fn the_newest_archived_wal_is_read_from_the_container() {
+    let az = AzureEmulators::get().await;
+    let (client, ns, store) = setup("azure-wal", az).await;
+    apply_value(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "homelab.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "written"},
+            "spec": {
+                "walArchiveTimeout": "30s",
+                "drill": {"schedule": "0 3 1 1 *", "heartbeatInterval": "1s"},
+                "storage": {"azure": {
+                    "storageAccount": az.account_name(),
+                    "endpoint": az.blob_service_url(),
+                    "credentials": {"mode": "SasToken", "sasValidity": "7d"}
+                }}
+            }
+        }),
+    )
+    .await;
+    let app = unique_app(&ns, "wal");
+    let server = format!("{app}-db-cnpg-v1");
+    let container = ContainerName::parse(&format!("{app}-db-clean")).unwrap();
+    let blobs = clients(az).blob_store(az.blob_service_url()).unwrap();
+    blobs.ensure_container(&container).await.unwrap();
+    let first = "000000010000000000000003";
+    upload_with_sas(
+        az,
+        &container,
+        &format!("{server}/wals/0000000100000000/{first}.gz"),
+    )
+    .await;
+    let uploaded = jiff::Timestamp::now();
+    upload_with_sas(
+        az,
+        &container,
+        &format!("{server}/wals/0000000100000000/000000010000000000000002.00000028.backup.gz"),
+    )
+    .await;
+
+    let operator = Operator::start_with_azure(
+        &ns,
+        &[&format!("--default-secret-store={store}")],
+        clients(az),
+    )
+    .await;
+    apply_value(
+        &client,
+        &ns,
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+               "metadata": {"name": app},
+               "spec": {"backup": {"policyRef": {"name": "written"}}}}),
+    )
+    .await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    let archived = |wanted: &'static str| {
+        let databases = databases.clone();
+        let app = app.clone();
+        async move {
+            let db = databases.get(&app).await.ok()?;
+            let backup = db.status?.backup?;
+            (backup.last_archived_wal_segment.as_deref() == Some(wanted))
+                .then_some(backup.last_archived_wal?.0)
+        }
+    };
+    let at = eventually("the first segment in the status", WAIT, || archived(first)).await;
+    assert!(
+        (at.as_second() - uploaded.as_second()).abs() <= 5,
+        "lastArchivedWal {at} is not the upload time (~{uploaded})"
+    );
+    let metric = eventually("the archive metric", WAIT, || {
+        let operator = &operator;
+        let app = app.clone();
+        async move {
+            let value = operator
+                .metric(
+                    "homelab_wal_last_archived_timestamp_seconds",
+                    &format!("database=\"{app}\""),
+                )
+                .await;
+            (value > 0.0).then_some(value)
+        }
+    })
+    .await;
+    assert_eq!(metric as i64, at.as_second());
+    let max_age = operator
+        .metric(
+            "homelab_wal_archive_max_age_seconds",
+            &format!("database=\"{app}\""),
+        )
+        .await;
+    assert_eq!(max_age, 91.0, "30s timeout + 1s heartbeat + 60s");
+
+    // Nothing newer: stale 91 s after the upload (Last-Modified has whole seconds).
+    let stale = eventually(
+        "BackupReady=False/WALArchivingStale",
+        Duration::from_secs(150),
+        || {
+            let databases = databases.clone();
+            let app = app.clone();
+            async move {
+                let db = databases.get(&app).await.ok()?;
+                let c = db
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "BackupReady")?;
+                (c.status == "False" && c.reason == "WALArchivingStale").then_some(c.message)
+            }
+        },
+    )
+    .await;
+    assert!(
+        jiff::Timestamp::now().duration_since(at).as_secs() >= 91,
+        "stale too early: {stale}"
+    );
+    assert!(stale.contains(first), "{stale}");
+
+    // A newer segment, in the next directory: seen at the next listing, within a minute.
+    let second = "000000010000000100000000";
+    upload_with_sas(
+        az,
+        &container,
+        &format!("{server}/wals/0000000100000001/{second}.gz"),
+    )
+    .await;
+    eventually(
+        "the newer segment in the status",
+        Duration::from_secs(90),
+        || archived(second),
+    )
+    .await;
+    let db = databases.get(&app).await.unwrap();
+    let ready = db
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "BackupReady")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("Unknown", "WaitingForFirstBackup"),
+        "{}",
+        ready.message
+    );
+    operator.stop().await;
+}

@@ -526,25 +526,16 @@ async fn stale_backups_and_archiving_flip_backup_ready_on_time() {
         "WALArchivingFailing",
     )
     .await;
+    // Without the Azure side there is no archive listing: nothing claims what reached it.
     let db = databases.get("archiving").await.unwrap();
-    assert_eq!(
-        db.status
-            .unwrap()
-            .backup
-            .unwrap()
-            .last_archived_wal
-            .unwrap()
-            .0
-            .as_second(),
-        failing_since.as_second()
-    );
-    let wal_metric = operator
+    assert_eq!(db.status.unwrap().backup.unwrap().last_archived_wal, None);
+    let failing_metric = operator
         .metric(
-            "homelab_wal_last_archived_timestamp_seconds",
+            "homelab_wal_archiving_failing_since_timestamp_seconds",
             "database=\"archiving\"",
         )
         .await;
-    assert_eq!(wal_metric as i64, failing_since.as_second());
+    assert_eq!(failing_metric as i64, failing_since.as_second());
     wait_condition(
         &databases,
         "archiving",
@@ -611,7 +602,7 @@ async fn stale_backups_and_archiving_flip_backup_ready_on_time() {
     .await;
     let other = operator
         .metric(
-            "homelab_wal_last_archived_timestamp_seconds",
+            "homelab_wal_archiving_failing_since_timestamp_seconds",
             "database=\"archiving\"",
         )
         .await;

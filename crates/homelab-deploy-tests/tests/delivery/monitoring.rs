@@ -21,9 +21,11 @@ const OPERATOR_GAUGES: [&str; 2] = [
     "homelab_operator_leader",
 ];
 const OPERATOR_HISTOGRAM: &str = "homelab_operator_reconcile_duration_seconds";
-const BACKUP_METRICS: [&str; 6] = [
+const BACKUP_METRICS: [&str; 8] = [
     "homelab_backup_last_success_timestamp_seconds",
     "homelab_wal_last_archived_timestamp_seconds",
+    "homelab_wal_archive_max_age_seconds",
+    "homelab_wal_archiving_failing_since_timestamp_seconds",
     "homelab_restore_drill_last_success",
     "homelab_restore_drill_recovery_seconds",
     "homelab_restore_drill_data_loss_seconds",

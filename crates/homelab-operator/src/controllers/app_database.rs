@@ -7,6 +7,7 @@ use homelab_api::app_database::{AppDatabaseStatus, BackupStatus, Endpoints};
 use homelab_api::common::DeletionPolicy;
 use homelab_api::conditions::{self, Observed, Status};
 use homelab_api::{AppDatabase, naming};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -203,10 +204,20 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         hold_back_unexpandable_growth(db, ctx, &namespace, &app, &mut desired).await?;
 
     // The Azure side first: the ExternalSecrets read what it creates.
-    let (azure, azure_error) = match ensure_azure(db, ctx, &namespace, policy.as_ref()).await {
+    let (azure, mut azure_error) = match ensure_azure(db, ctx, &namespace, policy.as_ref()).await {
         Ok(ensured) => (ensured, None),
         Err(err) => (None, Some(err)),
     };
+    // What reached the archive, read from the archive.
+    let mut wal_probe = None;
+    if azure_error.is_none()
+        && let (Some(side), Some(policy)) = (&ctx.azure, &policy)
+    {
+        match probe_archive(db, side, &namespace, &server_name, policy).await {
+            Ok(probe) => wal_probe = Some(probe),
+            Err(err) => azure_error = Some(err),
+        }
+    }
 
     let cluster_name = naming::cluster(&app);
     let cluster_existed = ctx
@@ -250,7 +261,23 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     }
 
     // Observe.
-    let mut observed = observe(db, ctx, &app, &namespace, &server_name, policy.as_ref());
+    let archived = match &wal_probe {
+        Some(probe) => probe
+            .newest
+            .as_ref()
+            .map(|n| (Time(n.archived_at), n.segment.to_string())),
+        // Azure did not answer: the last listing stands.
+        None => previous_archive_facts(db, &server_name),
+    };
+    let mut observed = observe(
+        db,
+        ctx,
+        &app,
+        &namespace,
+        &server_name,
+        policy.as_ref(),
+        archived,
+    );
     let names = facts.database_names(db);
     observed.status.database = Some(names.database);
     observed.status.owner = Some(names.owner);
@@ -285,6 +312,7 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         ctx,
         db,
         observed.status.backup.as_ref(),
+        policy.as_ref().map(|p| &p.spec),
         live_cluster.as_deref(),
     );
     let next_backup_check = match (&policy, observed.status.backup.as_ref()) {
@@ -318,7 +346,10 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     Ok(Converged {
         observed,
         azure_error,
-        next_azure_check: azure.map(|a| a.next_check),
+        next_azure_check: [azure.map(|a| a.next_check), wal_probe.map(|p| p.next_probe)]
+            .into_iter()
+            .flatten()
+            .min(),
         next_backup_check,
     })
 }
@@ -476,6 +507,45 @@ async fn ensure_azure(
     let key = format!("{namespace}/{}", db.name_any());
     Ok(Some(
         azure.ensure(&key, &inputs, jiff::Timestamp::now()).await?,
+    ))
+}
+
+/// Lists the database's archive for its newest WAL segment (see [`crate::azure::AzureSide::probe_wal`]).
+async fn probe_archive(
+    db: &AppDatabase,
+    side: &crate::azure::AzureSide,
+    namespace: &str,
+    server_name: &str,
+    policy: &PolicyFacts,
+) -> Result<crate::azure::WalProbe, Error> {
+    let azure_storage = &policy.spec.storage.azure;
+    let archive = crate::azure::WalArchive {
+        service_url: service_url(azure_storage),
+        container: naming::container(&azure_storage.container_template, db.app_name()),
+        server_name: server_name.to_string(),
+    };
+    let known = previous_archive_facts(db, server_name)
+        .and_then(|(_, segment)| homelab_azure::WalSegment::parse(&segment));
+    Ok(side
+        .probe_wal(
+            &format!("{namespace}/{}", db.name_any()),
+            &archive,
+            known,
+            super::backups::archive_max_age(&policy.spec),
+            jiff::Timestamp::now(),
+        )
+        .await?)
+}
+
+/// The newest archived segment the status last named, if it was this server's.
+fn previous_archive_facts(db: &AppDatabase, server_name: &str) -> Option<(Time, String)> {
+    let backup = db.status.as_ref()?.backup.as_ref()?;
+    if backup.server_name.as_deref() != Some(server_name) {
+        return None;
+    }
+    Some((
+        backup.last_archived_wal.clone()?,
+        backup.last_archived_wal_segment.clone()?,
     ))
 }
 
@@ -694,6 +764,7 @@ fn observe(
     namespace: &str,
     server_name: &str,
     policy: Option<&PolicyFacts>,
+    archived: Option<(Time, String)>,
 ) -> ObservedDatabase {
     let cluster_name = naming::cluster(app);
     let cluster = ctx
@@ -787,8 +858,12 @@ fn observe(
             backup_status.last_successful_backup = time_field(window, "lastSuccessfulBackupTime");
             backup_status.last_failed_backup = time_field(window, "lastFailedBackupTime");
         }
+        if let Some((at, segment)) = archived {
+            backup_status.last_archived_wal = Some(at);
+            backup_status.last_archived_wal_segment = Some(segment);
+        }
         specific.push(super::backups::backup_health(
-            &mut backup_status,
+            &backup_status,
             cluster.as_deref(),
             policy,
             jiff::Timestamp::now(),

@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 
 use super::schedule::{self, Schedule};
 use super::{Context, Error, object_reference};
-use crate::metrics::WalArchiving;
+use crate::metrics::BackupFigures;
 
 const CNPG_API: &str = "postgresql.cnpg.io/v1";
 const BARMAN_API: &str = "barmancloud.cnpg.io/v1";
@@ -335,13 +335,20 @@ fn backup_entry(token: &str, backup: &DynamicObject) -> OnDemandBackup {
     }
 }
 
+/// WAL archiving as the Cluster's `ContinuousArchiving` condition reports it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WalArchiving {
+    /// `archive_command` succeeded last.
+    Working,
+    /// Archiving has failed since this moment (Unix seconds).
+    FailingSince(f64),
+}
+
 /// WAL archiving as the Cluster's `ContinuousArchiving` condition reports it: CloudNativePG's
 /// instance manager sets it `False` on the first failed `archive_command` and `True` again on the
-/// next success, and only the flips move `lastTransitionTime`. Neither CloudNativePG nor the
-/// Barman Cloud Plugin put the time of the last archived segment in any status, so
-/// `status.backup.lastArchivedWal` is a proxy: while archiving works, the newest of the moment it
-/// (re)started working and the last base backup (which ends with an archived segment); while it
-/// fails, the moment it started failing — nothing newer reached the archive.
+/// next success, and only the flips move `lastTransitionTime`. It says whether archiving fails,
+/// and since when; what reached the archive, and when, is read from the archive itself
+/// (`status.backup.lastArchivedWal`, see [`homelab_azure::newest_archived_wal`]).
 pub fn wal_archiving(
     cluster: Option<&DynamicObject>,
 ) -> Option<(WalArchiving, jiff::Timestamp, String)> {
@@ -368,22 +375,35 @@ pub fn wal_archiving(
     }
 }
 
-/// Fills `lastArchivedWal` (see [`wal_archiving`]) and returns the `BackupReady` condition:
-/// `False` when WAL archiving fails (reason `WALArchivingStale` once it has failed for longer than
-/// the policy's `walArchiveTimeout`, the RPO), when the last base backup attempt failed, or when
-/// the last base backup is older than the schedule allows ([`schedule::stale_at`]).
+/// How old the newest segment in the archive may grow while archiving works, when that can be
+/// known: only a database that is written to archives, so only one with the heartbeat writer
+/// (drills with a `heartbeatInterval`) has a bound. It writes every heartbeat interval, and
+/// PostgreSQL switches to a new segment `walArchiveTimeout` after the last switch once anything
+/// was written; a minute more covers the upload and the probe.
+pub fn archive_max_age(policy: &BackupPolicySpec) -> Option<jiff::SignedDuration> {
+    let heartbeat = policy.drill.as_ref().and_then(|drill| {
+        homelab_render::units::heartbeat_interval(&drill.heartbeat_interval)
+            .ok()
+            .flatten()
+    })?;
+    let timeout = rpo(policy)?;
+    let heartbeat = jiff::SignedDuration::from_secs(i64::try_from(heartbeat).ok()?);
+    Some(timeout + heartbeat + jiff::SignedDuration::from_mins(1))
+}
+
+/// Returns the `BackupReady` condition: `False` when WAL archiving fails (reason
+/// `WALArchivingStale` once it has failed for longer than the policy's `walArchiveTimeout`, the
+/// RPO), when the newest segment in the archive (`lastArchivedWal`) is older than
+/// [`archive_max_age`] allows, when the last base backup attempt failed, or when the last base
+/// backup is older than the schedule allows ([`schedule::stale_at`]).
 pub fn backup_health(
-    backup: &mut BackupStatus,
+    backup: &BackupStatus,
     cluster: Option<&DynamicObject>,
     policy: &BackupPolicySpec,
     now: jiff::Timestamp,
 ) -> Observed {
     let wal = wal_archiving(cluster);
     let last_backup = backup.last_successful_backup.as_ref().map(|t| t.0);
-    backup.last_archived_wal = wal.as_ref().map(|(state, since, _)| match state {
-        WalArchiving::Working => Time(last_backup.map_or(*since, |b| b.max(*since))),
-        WalArchiving::FailingSince(_) => Time(*since),
-    });
     let rpo = rpo(policy);
     if let Some((WalArchiving::FailingSince(_), since, message)) = &wal {
         let message = if message.is_empty() {
@@ -410,6 +430,29 @@ pub fn backup_health(
                 } else {
                     String::new()
                 }
+            ),
+        );
+    }
+    if let (Some(max_age), Some(archived), Some(segment)) = (
+        archive_max_age(policy),
+        backup.last_archived_wal.as_ref(),
+        backup.last_archived_wal_segment.as_deref(),
+    ) && now.duration_since(archived.0) > max_age
+    {
+        return Observed::new(
+            conditions::BACKUP_READY,
+            Status::False,
+            "WALArchivingStale",
+            format!(
+                "the newest WAL segment in the archive, {segment}, was uploaded at {}, {}s ago; with a heartbeat written every {} and a walArchiveTimeout of {}, a newer one was due within {}s: a restore now would lose the writes since then. Check the heartbeat Deployment, the cluster's archiving and the storage account",
+                archived.0,
+                now.duration_since(archived.0).as_secs(),
+                policy
+                    .drill
+                    .as_ref()
+                    .map_or("", |d| d.heartbeat_interval.as_str()),
+                policy.wal_archive_timeout,
+                max_age.as_secs()
             ),
         );
     }
@@ -481,16 +524,29 @@ pub fn next_flip(
     policy: &BackupPolicySpec,
     now: jiff::Timestamp,
 ) -> Option<jiff::Timestamp> {
-    let candidate = match wal_archiving(cluster) {
-        Some((WalArchiving::FailingSince(_), since, _)) => since.checked_add(rpo(policy)?).ok(),
-        _ if policy.suspend => None,
-        _ => {
-            let last = backup.last_successful_backup.as_ref()?.0;
-            schedule::stale_at(&Schedule::parse(&policy.schedule).ok()?, last)
+    let condition = match wal_archiving(cluster) {
+        Some((WalArchiving::FailingSince(_), since, _)) => {
+            rpo(policy).and_then(|rpo| since.checked_add(rpo).ok())
         }
-    }?;
+        _ if policy.suspend => None,
+        _ => backup
+            .last_successful_backup
+            .as_ref()
+            .and_then(|last| schedule::stale_at(&Schedule::parse(&policy.schedule).ok()?, last.0)),
+    };
+    let archive = archive_max_age(policy).and_then(|max_age| {
+        backup
+            .last_archived_wal
+            .as_ref()
+            .and_then(|t| t.0.checked_add(max_age).ok())
+    });
     // One second late, so the comparison has certainly flipped.
-    (candidate > now).then(|| candidate + jiff::SignedDuration::from_secs(1))
+    [condition, archive]
+        .into_iter()
+        .flatten()
+        .filter(|candidate| *candidate > now)
+        .min()
+        .map(|candidate| candidate + jiff::SignedDuration::from_secs(1))
 }
 
 /// The policy's RPO: `walArchiveTimeout` as a duration.
@@ -510,21 +566,27 @@ pub fn export_metrics(
     ctx: &Context,
     db: &AppDatabase,
     backup: Option<&BackupStatus>,
+    policy: Option<&BackupPolicySpec>,
     cluster: Option<&DynamicObject>,
 ) {
     let namespace = db.namespace().unwrap_or_default();
-    let last = backup
-        .and_then(|b| b.last_successful_backup.as_ref())
-        .map(|t| t.0.as_millisecond() as f64 / 1000.0);
-    let wal = db
-        .spec
-        .backup
-        .as_ref()
-        .and_then(|_| wal_archiving(cluster))
-        .map(|(state, _, _)| state);
+    let seconds = |t: &Time| t.0.as_millisecond() as f64 / 1000.0;
+    let backed_up = db.spec.backup.is_some();
+    let figures = BackupFigures {
+        last_backup: backup.and_then(|b| b.last_successful_backup.as_ref().map(seconds)),
+        wal_archived: backup.and_then(|b| b.last_archived_wal.as_ref().map(seconds)),
+        wal_max_age: policy
+            .filter(|_| backed_up)
+            .and_then(archive_max_age)
+            .map(|age| age.as_secs_f64()),
+        wal_failing_since: match wal_archiving(cluster).filter(|_| backed_up) {
+            Some((WalArchiving::FailingSince(since), _, _)) => Some(since),
+            _ => None,
+        },
+    };
     ctx.metrics
         .databases
-        .set_backups(&namespace, &db.name_any(), last, wal);
+        .set_backups(&namespace, &db.name_any(), figures);
 }
 
 pub(crate) fn time_field(value: &serde_json::Value, field: &str) -> Option<jiff::Timestamp> {
@@ -659,14 +721,14 @@ mod tests {
 
     #[test]
     fn daily_backups_go_stale_after_the_missed_run_plus_slack() {
-        let mut backup = BackupStatus {
+        let backup = BackupStatus {
             last_successful_backup: Some(Time(t("2026-11-25T01:05:00Z"))),
             ..BackupStatus::default()
         };
         let p = policy("0 1 * * *");
-        let fresh = backup_health(&mut backup, None, &p, t("2026-11-26T01:59:00Z"));
+        let fresh = backup_health(&backup, None, &p, t("2026-11-26T01:59:00Z"));
         assert_eq!(fresh.status, Status::True, "{fresh:?}");
-        let stale = backup_health(&mut backup, None, &p, t("2026-11-26T02:00:00Z"));
+        let stale = backup_health(&backup, None, &p, t("2026-11-26T02:00:00Z"));
         assert_eq!(
             (stale.status, stale.reason.as_str()),
             (Status::False, "BackupStale")
@@ -677,52 +739,88 @@ mod tests {
         );
         // An hourly schedule allows about an hour and ten minutes.
         let hourly = policy("0 * * * *");
-        let stale = backup_health(&mut backup, None, &hourly, t("2026-11-25T02:10:00Z"));
+        let stale = backup_health(&backup, None, &hourly, t("2026-11-25T02:10:00Z"));
         assert_eq!(stale.status, Status::False);
     }
 
     #[test]
     fn failing_archiving_turns_stale_after_the_rpo() {
-        let mut backup = BackupStatus {
+        let backup = BackupStatus {
             last_successful_backup: Some(Time(t("2026-11-26T01:00:00Z"))),
             ..BackupStatus::default()
         };
         let p = policy("0 1 * * *");
         let c = cluster("False", "2026-11-26T10:00:00Z");
-        let failing = backup_health(&mut backup, Some(&c), &p, t("2026-11-26T10:04:00Z"));
+        let failing = backup_health(&backup, Some(&c), &p, t("2026-11-26T10:04:00Z"));
         assert_eq!(failing.reason, "WALArchivingFailing");
-        assert_eq!(
-            backup.last_archived_wal,
-            Some(Time(t("2026-11-26T10:00:00Z")))
-        );
         assert_eq!(
             next_flip(&backup, Some(&c), &p, t("2026-11-26T10:04:00Z")),
             Some(t("2026-11-26T10:05:01Z"))
         );
-        let stale = backup_health(&mut backup, Some(&c), &p, t("2026-11-26T10:06:00Z"));
+        let stale = backup_health(&backup, Some(&c), &p, t("2026-11-26T10:06:00Z"));
         assert_eq!(
             (stale.status, stale.reason.as_str()),
             (Status::False, "WALArchivingStale")
         );
-        // Working archiving: the proxy is the newer of the flip and the last backup.
         let ok = cluster("True", "2026-11-20T00:00:00Z");
-        let healthy = backup_health(&mut backup, Some(&ok), &p, t("2026-11-26T10:06:00Z"));
+        let healthy = backup_health(&backup, Some(&ok), &p, t("2026-11-26T10:06:00Z"));
         assert_eq!(healthy.status, Status::True);
+    }
+
+    #[test]
+    fn an_archive_without_new_segments_is_stale_only_for_a_written_database() {
+        let mut backup = BackupStatus {
+            last_successful_backup: Some(Time(t("2026-11-26T01:00:00Z"))),
+            last_archived_wal: Some(Time(t("2026-11-26T10:00:00Z"))),
+            last_archived_wal_segment: Some("000000010000000000000042".into()),
+            ..BackupStatus::default()
+        };
+        let ok = cluster("True", "2026-11-20T00:00:00Z");
+        // Without a heartbeat an idle database archives nothing: age alone says nothing.
+        let idle = policy("0 1 * * *");
+        assert_eq!(archive_max_age(&idle), None);
+        let healthy = backup_health(&backup, Some(&ok), &idle, t("2026-11-26T12:00:00Z"));
+        assert_eq!(healthy.status, Status::True, "{healthy:?}");
+
+        // 5m timeout + 30s heartbeat + 1m: stale after 6m30s.
+        let mut written = policy("0 1 * * *");
+        written.drill = Some(serde_json::from_value(json!({"schedule": "0 3 * * 0"})).unwrap());
         assert_eq!(
-            backup.last_archived_wal,
-            Some(Time(t("2026-11-26T01:00:00Z")))
+            archive_max_age(&written),
+            Some(jiff::SignedDuration::from_secs(390))
         );
+        let fresh = backup_health(&backup, Some(&ok), &written, t("2026-11-26T10:06:30Z"));
+        assert_eq!(fresh.status, Status::True, "{fresh:?}");
+        assert_eq!(
+            next_flip(&backup, Some(&ok), &written, t("2026-11-26T10:03:00Z")),
+            Some(t("2026-11-26T10:06:31Z"))
+        );
+        let stale = backup_health(&backup, Some(&ok), &written, t("2026-11-26T10:06:31Z"));
+        assert_eq!(
+            (stale.status, stale.reason.as_str()),
+            (Status::False, "WALArchivingStale")
+        );
+        assert!(
+            stale.message.contains("000000010000000000000042")
+                && stale.message.contains("2026-11-26T10:00:00Z"),
+            "{}",
+            stale.message
+        );
+        // A newer segment makes it healthy again.
+        backup.last_archived_wal = Some(Time(t("2026-11-26T10:05:00Z")));
+        let again = backup_health(&backup, Some(&ok), &written, t("2026-11-26T10:07:00Z"));
+        assert_eq!(again.status, Status::True, "{again:?}");
     }
 
     #[test]
     fn a_failed_attempt_after_the_last_success_is_reported() {
-        let mut backup = BackupStatus {
+        let backup = BackupStatus {
             last_successful_backup: Some(Time(t("2026-11-25T01:00:00Z"))),
             last_failed_backup: Some(Time(t("2026-11-26T01:00:00Z"))),
             ..BackupStatus::default()
         };
         let c = backup_health(
-            &mut backup,
+            &backup,
             None,
             &policy("0 1 * * *"),
             t("2026-11-26T01:10:00Z"),
