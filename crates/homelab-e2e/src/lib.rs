@@ -682,3 +682,73 @@ pub async fn delete_blob(plane: &DataPlane, container: &str, blob: &str) -> Resu
     );
     Ok(())
 }
+
+/// The namespace the data plane installs the operator into.
+pub const OPERATOR_NAMESPACE: &str = "homelab-system";
+
+/// The operator pod holding the leader Lease.
+pub async fn operator_leader(plane: &DataPlane) -> Result<String> {
+    let lease = get(
+        plane,
+        OPERATOR_NAMESPACE,
+        "lease",
+        "homelab-operator-leader",
+    )
+    .await?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .context("the operator's Lease has no holder")
+}
+
+/// Requests a drill of `policy` with `token` and waits until it records a finished drill of
+/// `database` started after the request; returns that record and the policy.
+pub async fn drill(
+    plane: &DataPlane,
+    namespace: &str,
+    policy: &str,
+    database: &str,
+    token: &str,
+) -> Result<(Value, Value)> {
+    let known = drill_clusters_recorded(plane, namespace, policy).await?;
+    annotate(
+        plane,
+        namespace,
+        "backuppolicy",
+        policy,
+        "homelab.io/drill-now",
+        token,
+    )
+    .await?;
+    wait_for(&format!("the drill {token}"), patience(), || async {
+        let status = get(plane, namespace, "backuppolicy", policy).await?;
+        let record = status["status"]["drills"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["database"] == database && !known.contains(&r["cluster"]))
+            .cloned();
+        match record {
+            Some(r) if r["outcome"] != "Running" => Ok(Some((r, status))),
+            other => bail!("drill records: {other:?}; status {}", status["status"]),
+        }
+    })
+    .await
+}
+
+/// The drill clusters `policy`'s status records.
+pub async fn drill_clusters_recorded(
+    plane: &DataPlane,
+    namespace: &str,
+    policy: &str,
+) -> Result<Vec<Value>> {
+    let policy = get(plane, namespace, "backuppolicy", policy).await?;
+    Ok(policy["status"]["drills"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r["cluster"].clone())
+        .collect())
+}

@@ -4,52 +4,12 @@
 //! (the WAL after the base backup deleted) fails because the rows are not there; one whose
 //! archive credentials are broken fails, with a reason a user can act on.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use homelab_e2e::{
     POSTGRESQL_IMAGE, Vault, annotate, apply, backup_policy, blob_names, blob_text, condition,
-    data_plane, delete_blob, get, patience, psql_in_pod, wait_condition, wait_for, wait_gone,
+    data_plane, delete_blob, drill, get, patience, psql_in_pod, wait_condition, wait_for,
+    wait_gone,
 };
-use serde_json::Value;
-
-/// Requests a drill with `token` and waits until the policy records a finished drill of `wiki`
-/// started after the request; returns that record and the policy.
-async fn drill(
-    plane: &homelab_testenv::data_plane::DataPlane,
-    namespace: &str,
-    token: &str,
-) -> Result<(Value, Value)> {
-    let requested = get(plane, namespace, "backuppolicy", "drilled").await?;
-    let known: Vec<Value> = requested["status"]["drills"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r["cluster"].clone())
-        .collect();
-    annotate(
-        plane,
-        namespace,
-        "backuppolicy",
-        "drilled",
-        "homelab.io/drill-now",
-        token,
-    )
-    .await?;
-    wait_for(&format!("the drill {token}"), patience(), || async {
-        let policy = get(plane, namespace, "backuppolicy", "drilled").await?;
-        let record = policy["status"]["drills"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["database"] == "wiki" && !known.contains(&r["cluster"]))
-            .cloned();
-        match record {
-            Some(r) if r["outcome"] != "Running" => Ok(Some((r, policy))),
-            other => bail!("drill records: {other:?}; status {}", policy["status"]),
-        }
-    })
-    .await
-}
 
 #[tokio::test]
 async fn restore_drills_succeed_and_fail_for_real() -> Result<()> {
@@ -140,7 +100,7 @@ spec:
 
     // A drill of a healthy archive: CloudNativePG restores it into a throw-away cluster, and the
     // verification finds the rows and a recent heartbeat in it.
-    let (record, policy) = drill(plane, &namespace, "healthy").await?;
+    let (record, policy) = drill(plane, &namespace, "drilled", "wiki", "healthy").await?;
     eprintln!("the drill of the healthy archive: {record}");
     ensure!(
         record["outcome"] == "Succeeded",
@@ -194,7 +154,7 @@ spec:
         }
     }
     ensure!(deleted > 0, "no WAL after {end_wal} to delete");
-    let (record, _) = drill(plane, &namespace, "truncated").await?;
+    let (record, _) = drill(plane, &namespace, "drilled", "wiki", "truncated").await?;
     eprintln!("the drill of the truncated archive: {record}");
     ensure!(
         record["outcome"] == "Failed",
@@ -274,7 +234,8 @@ spec:
     )
     .await?;
 
-    let (record, policy) = drill(plane, &namespace, "broken-credentials").await?;
+    let (record, policy) =
+        drill(plane, &namespace, "drilled", "wiki", "broken-credentials").await?;
     ensure!(
         record["outcome"] == "Failed",
         "a drill against an archive it cannot read did not fail: {record}"

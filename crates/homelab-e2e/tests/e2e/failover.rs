@@ -2,29 +2,12 @@
 //! `deploy/base` takes the lease and finishes the database, and the password generated in Key
 //! Vault is the one generated before the kill.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use homelab_e2e::{
-    POSTGRESQL_IMAGE, Vault, apply, condition, data_plane, exists, get, patience, wait_condition,
-    wait_for,
+    POSTGRESQL_IMAGE, Vault, apply, condition, data_plane, exists, get, operator_leader, patience,
+    wait_condition, wait_for,
 };
 use homelab_testenv::data_plane::components::kubectl;
-
-const OPERATOR_NAMESPACE: &str = "homelab-system";
-
-async fn leader(plane: &homelab_testenv::data_plane::DataPlane) -> Result<String> {
-    let lease = get(
-        plane,
-        OPERATOR_NAMESPACE,
-        "lease",
-        "homelab-operator-leader",
-    )
-    .await?;
-    lease["spec"]["holderIdentity"]
-        .as_str()
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
-        .context("the operator's Lease has no holder")
-}
 
 #[tokio::test]
 async fn killing_the_leader_mid_convergence_loses_nothing() -> Result<()> {
@@ -61,14 +44,14 @@ spec:
     );
     let vault = Vault::new(plane)?;
     let versions_before = vault.versions("feeds-db-password").await?;
-    let killed = leader(plane).await?;
+    let killed = operator_leader(plane).await?;
     kubectl(
         plane.env(),
         &[
             "delete",
             "pod",
             "-n",
-            OPERATOR_NAMESPACE,
+            homelab_e2e::OPERATOR_NAMESPACE,
             &killed,
             "--grace-period=0",
             "--force",
@@ -87,7 +70,7 @@ spec:
         patience(),
     )
     .await?;
-    let new_leader = leader(plane).await?;
+    let new_leader = operator_leader(plane).await?;
     ensure!(
         new_leader != killed,
         "the Lease is still held by the killed pod {killed}"
