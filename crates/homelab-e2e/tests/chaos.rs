@@ -31,8 +31,8 @@ struct FrozenAzurite {
 }
 
 impl FrozenAzurite {
-    fn freeze(plane: &DataPlane) -> Result<Self> {
-        let pid = azurite_pid(plane)?;
+    fn freeze() -> Result<Self> {
+        let pid = azurite_pid()?;
         signal("-STOP", &pid)?;
         Ok(Self { pid })
     }
@@ -56,18 +56,8 @@ fn signal(which: &str, pid: &str) -> Result<()> {
 }
 
 /// The Azurite process serving the pods: the one started with `--blobHost <the blob address>`.
-fn azurite_pid(plane: &DataPlane) -> Result<String> {
-    let url = plane
-        .azure()
-        .context("the data plane has no Azure emulators")?
-        .blob_service_url()
-        .to_string();
-    let host = url
-        .trim_start_matches("https://")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default()
-        .to_string();
+fn azurite_pid() -> Result<String> {
+    let host = homelab_testenv::node::network::BLOB_IP.to_string();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").context("reading /proc")? {
         let Ok(entry) = entry else { continue };
@@ -218,7 +208,7 @@ spec:
     eprintln!("chaos: drill cluster {drill_cluster} exists; killing {PRIMARY}");
     force_delete_pod(plane, &namespace, PRIMARY).await?;
     {
-        let _frozen = FrozenAzurite::freeze(plane)?;
+        let _frozen = FrozenAzurite::freeze()?;
         eprintln!("chaos: Azurite frozen");
         tokio::time::sleep(Duration::from_secs(20)).await;
         let leader = operator_leader(plane).await?;
