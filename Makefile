@@ -1,5 +1,5 @@
 # Task runner. Targets stay thin: the logic lives in hack/ and in the Rust crates.
-.PHONY: test e2e lint control-plane node argocd demo crds bench chaos fuzz
+.PHONY: test e2e lint control-plane node argocd demo crds bench bench-data-plane chaos fuzz
 
 # Every test of the workspace, against one real control plane (built first if not cached).
 test:
@@ -36,6 +36,18 @@ bench:
 	bash hack/build-control-plane.sh >/dev/null
 	cargo build --release -p homelab-operator --bin homelab-operator -p homelab-bench --bins
 	"$(TARGET_DIR)/release/bench" --operator "$(TARGET_DIR)/release/homelab-operator" --emulated "$(TARGET_DIR)/release/operator-emulated" $(BENCH_ARGS)
+
+# Figures on the data plane (a real node; needs root), the operator in the cluster: time from an
+# AppDatabase to Ready against its Cluster and ExternalSecret applied by hand. Prints a Markdown
+# table. Options: make bench-data-plane DATA_PLANE_BENCH_ARGS="--rounds 5".
+bench-data-plane:
+	bash hack/build-control-plane.sh >/dev/null
+	bash hack/install-azurite.sh >/dev/null
+	bash hack/build-node.sh >/dev/null
+	bash hack/build-data-plane.sh >/dev/null
+	cargo build -q --release -p homelab-operator --bin homelab-operator
+	cargo build -q -p homelab-testenv --bin homelab-testenv -p homelab-e2e --bin data-plane-bench
+	HOMELAB_OPERATOR_BINARY="$$(cd $(TARGET_DIR) && pwd)/release/homelab-operator" "$(TARGET_DIR)/debug/homelab-testenv" exec --data-plane -- "$(TARGET_DIR)/debug/data-plane-bench" $(DATA_PLANE_BENCH_ARGS)
 
 # SIGKILLs, kube-apiserver and etcd restarts, Azure emulator outages and cut connections; non-zero
 # exit on a violated invariant.

@@ -2,6 +2,8 @@
 //! written by the real controllers, running a client pod with an app's own database wiring, and
 //! reading the backup container in Azurite.
 
+pub mod figures;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
