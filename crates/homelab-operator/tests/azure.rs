@@ -644,7 +644,7 @@ async fn the_newest_archived_wal_is_read_from_the_container() {
                     &format!("database=\"{app}\""),
                 )
                 .await;
-            (value > 0.0).then_some(value)
+            value.filter(|v| *v > 0.0)
         }
     })
     .await;
@@ -655,7 +655,7 @@ async fn the_newest_archived_wal_is_read_from_the_container() {
             &format!("database=\"{app}\""),
         )
         .await;
-    assert_eq!(max_age, 91.0, "30s timeout + 1s heartbeat + 60s");
+    assert_eq!(max_age, Some(91.0), "30s timeout + 1s heartbeat + 60s");
 
     // Nothing newer: stale 91 s after the upload (Last-Modified has whole seconds).
     let stale = eventually(

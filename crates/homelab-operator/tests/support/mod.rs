@@ -91,6 +91,14 @@ impl Operator {
                 panic!("operator failed: {err}");
             }
         });
+        // Started once its endpoints answer, so that a metric read later is never the absence
+        // of a server.
+        eventually(
+            "the operator's /metrics to answer",
+            Duration::from_secs(30),
+            || async move { http_get(http_port, "/metrics").await.map(|_| ()) },
+        )
+        .await;
         Operator {
             stop: Some(stop),
             task: Some(task),
@@ -108,15 +116,29 @@ impl Operator {
         }
     }
 
-    /// The value of a metric line (sum over label sets that contain `labels`).
-    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+    /// The value of metric `name` summed over its series whose labels contain `labels`; `None`
+    /// when no series matches, which is not the same as 0. Panics when `/metrics` cannot be read:
+    /// an endpoint that does not answer is never a value.
+    pub async fn metric(&self, name: &str, labels: &str) -> Option<f64> {
         let body = http_get(self.http_port, "/metrics")
             .await
-            .unwrap_or_default();
-        body.lines()
-            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the operator's /metrics on port {} did not answer",
+                    self.http_port
+                )
+            });
+        let values: Vec<f64> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter(|l| l.contains(labels))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 }
 
