@@ -10,7 +10,7 @@
 //! segment: for a database with a heartbeat writer when that segment would become stale if
 //! nothing newer arrived (at most once per [`crate::controllers::backups::archive_max_age`],
 //! every minute while it is stale), otherwise every [`WAL_PROBE_UNBOUNDED`]; every minute while
-//! the archive holds no segment yet.
+//! the archive holds no segment yet, and again after each new base backup.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,12 +39,14 @@ pub const WAL_PROBE_UNBOUNDED: Duration = Duration::from_secs(15 * 60);
 /// filling it, so that archiving coming back is seen within a minute.
 pub const WAL_PROBE_STALE: Duration = Duration::from_secs(60);
 
-/// Where one database archives its WAL.
+/// Where one database archives its WAL, and the last base backup the plugin reports there: a
+/// new base backup ends with a segment archived, so it makes the remembered listing stale.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalArchive {
     pub service_url: String,
     pub container: String,
     pub server_name: String,
+    pub last_backup: Option<String>,
 }
 
 /// What the last listing of an archive found, and when to list it again.

@@ -213,7 +213,7 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     if azure_error.is_none()
         && let (Some(side), Some(policy)) = (&ctx.azure, &policy)
     {
-        match probe_archive(db, side, &namespace, &server_name, policy).await {
+        match probe_archive(db, ctx, side, &namespace, &server_name, policy).await {
             Ok(probe) => wal_probe = Some(probe),
             Err(err) => azure_error = Some(err),
         }
@@ -513,16 +513,35 @@ async fn ensure_azure(
 /// Lists the database's archive for its newest WAL segment (see [`crate::azure::AzureSide::probe_wal`]).
 async fn probe_archive(
     db: &AppDatabase,
+    ctx: &Context,
     side: &crate::azure::AzureSide,
     namespace: &str,
     server_name: &str,
     policy: &PolicyFacts,
 ) -> Result<crate::azure::WalProbe, Error> {
     let azure_storage = &policy.spec.storage.azure;
+    let last_backup = ctx
+        .children
+        .get(
+            BARMAN_API,
+            "ObjectStore",
+            namespace,
+            &naming::backup_object_store(db.app_name()),
+        )
+        .and_then(|store| {
+            store
+                .data
+                .pointer(&format!(
+                    "/status/serverRecoveryWindow/{server_name}/lastSuccessfulBackupTime"
+                ))
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        });
     let archive = crate::azure::WalArchive {
         service_url: service_url(azure_storage),
         container: naming::container(&azure_storage.container_template, db.app_name()),
         server_name: server_name.to_string(),
+        last_backup,
     };
     let known = previous_archive_facts(db, server_name)
         .and_then(|(_, segment)| homelab_azure::WalSegment::parse(&segment));
