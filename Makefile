@@ -38,8 +38,9 @@ bench:
 	"$(TARGET_DIR)/release/bench" --operator "$(TARGET_DIR)/release/homelab-operator" --emulated "$(TARGET_DIR)/release/operator-emulated" $(BENCH_ARGS)
 
 # Figures on the data plane (a real node; needs root), the operator in the cluster: time from an
-# AppDatabase to Ready against its Cluster and ExternalSecret applied by hand. Prints a Markdown
-# table. Options: make bench-data-plane DATA_PLANE_BENCH_ARGS="--rounds 5".
+# AppDatabase to Ready against its Cluster and ExternalSecret applied by hand, restore RTO against
+# a hand-written recovery Cluster, and the RPO of drills under a steady write load. Prints
+# Markdown tables. Options: make bench-data-plane DATA_PLANE_BENCH_ARGS="--figures rpo --rpo-drills 5".
 bench-data-plane:
 	bash hack/build-control-plane.sh >/dev/null
 	bash hack/install-azurite.sh >/dev/null

@@ -1,5 +1,3 @@
-//! Figures measured on the data plane, each against a floor measured in the same run.
-//!
 //! **Time to Ready.** From applying an AppDatabase until it reports `Ready=True` (real
 //! CloudNativePG runs the cluster, External Secrets Operator synced the password the operator
 //! generated in Key Vault), against the floor: the Cluster and ExternalSecret the operator
@@ -10,15 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use homelab_testenv::data_plane::DataPlane;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
+use super::{clear, cluster_healthy, clusters, condition_true, databases, external_secrets, until};
 use crate::{POSTGRESQL_IMAGE, Vault, patience};
 
-const POLL: Duration = Duration::from_millis(200);
 /// The template database's name: distinctive, so that renaming its objects is a text replace.
 const TEMPLATE: &str = "tmplx";
 
@@ -27,73 +24,6 @@ const TEMPLATE: &str = "tmplx";
 pub struct ReadyRound {
     pub operator: Duration,
     pub floor: Duration,
-}
-
-fn api(
-    client: &kube::Client,
-    namespace: &str,
-    gvk: (&str, &str, &str),
-    plural: &str,
-) -> Api<DynamicObject> {
-    let (group, version, kind) = gvk;
-    Api::namespaced_with(
-        client.clone(),
-        namespace,
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural),
-    )
-}
-
-fn databases(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    api(
-        client,
-        namespace,
-        ("homelab.io", "v1alpha1", "AppDatabase"),
-        "appdatabases",
-    )
-}
-
-fn clusters(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    api(
-        client,
-        namespace,
-        ("postgresql.cnpg.io", "v1", "Cluster"),
-        "clusters",
-    )
-}
-
-fn external_secrets(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    api(
-        client,
-        namespace,
-        ("external-secrets.io", "v1", "ExternalSecret"),
-        "externalsecrets",
-    )
-}
-
-fn condition_true(object: &DynamicObject, type_: &str) -> bool {
-    object.data["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == type_ && c["status"] == "True")
-}
-
-/// Polls `ready` every [`POLL`] until it holds; the time since `start`.
-async fn until<F, Fut>(what: &str, start: Instant, mut ready: F) -> Result<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = start + patience();
-    loop {
-        if ready().await {
-            return Ok(start.elapsed());
-        }
-        if Instant::now() > deadline {
-            bail!("{what} did not happen within {:?}", patience());
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// Applies AppDatabase `app` (deleted with its data afterwards) and waits until it is Ready.
@@ -116,6 +46,7 @@ async fn operator_side(client: &kube::Client, namespace: &str, app: &str) -> Res
     until(
         &format!("AppDatabase {namespace}/{app} Ready"),
         start,
+        patience(),
         || {
             let api = api.clone();
             async move {
@@ -218,15 +149,12 @@ async fn floor_side(
             "the hand-applied Cluster {namespace}/{cluster_name} healthy with synced credentials"
         ),
         start,
+        patience(),
         || {
             let (cluster_api, secret_api) = (cluster_api.clone(), secret_api.clone());
             let (cluster_name, secret_name) = (cluster_name.clone(), secret_name.clone());
             async move {
-                let healthy = cluster_api.get(&cluster_name).await.is_ok_and(|c| {
-                    c.data["status"]["phase"] == "Cluster in healthy state"
-                        && c.data["status"]["readyInstances"] == 1
-                });
-                healthy
+                cluster_healthy(&cluster_api, &cluster_name).await
                     && secret_api
                         .get(&secret_name)
                         .await
@@ -235,33 +163,6 @@ async fn floor_side(
         },
     )
     .await
-}
-
-/// Deletes `name` through `api` and waits until `namespace` has no pods left.
-async fn clear(
-    client: &kube::Client,
-    api: &Api<DynamicObject>,
-    namespace: &str,
-    name: &str,
-) -> Result<()> {
-    api.delete(name, &DeleteParams::default())
-        .await
-        .with_context(|| format!("deleting {namespace}/{name}"))?;
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
-    until(
-        &format!("no pods left in {namespace}"),
-        Instant::now(),
-        || {
-            let pods = pods.clone();
-            async move {
-                pods.list(&ListParams::default())
-                    .await
-                    .is_ok_and(|l| l.items.is_empty())
-            }
-        },
-    )
-    .await?;
-    Ok(())
 }
 
 /// `rounds` rounds of time to Ready, the operator against the floor.
@@ -279,6 +180,7 @@ pub async fn time_to_ready(plane: &DataPlane, rounds: usize) -> Result<Vec<Ready
         &databases(&client, &operator_ns),
         &operator_ns,
         TEMPLATE,
+        "",
     )
     .await?;
 
@@ -295,6 +197,7 @@ pub async fn time_to_ready(plane: &DataPlane, rounds: usize) -> Result<Vec<Ready
                     &databases(&client, &operator_ns),
                     &operator_ns,
                     &operator_app,
+                    "",
                 )
                 .await?;
             } else {
@@ -304,6 +207,7 @@ pub async fn time_to_ready(plane: &DataPlane, rounds: usize) -> Result<Vec<Ready
                     &clusters(&client, &floor_ns),
                     &floor_ns,
                     &format!("{floor_app}-db-cnpg-v1"),
+                    "",
                 )
                 .await?;
                 external_secrets(&client, &floor_ns)
@@ -319,10 +223,4 @@ pub async fn time_to_ready(plane: &DataPlane, rounds: usize) -> Result<Vec<Ready
         }
     }
     Ok(results)
-}
-
-/// The median of `values`.
-pub fn median(mut values: Vec<Duration>) -> Option<Duration> {
-    values.sort();
-    values.get(values.len() / 2).copied()
 }
