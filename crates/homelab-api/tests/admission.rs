@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use homelab_api::naming::FIELD_MANAGER;
 use homelab_api::{AppDatabaseSpec, BackupPolicySpec, HomelabAppSpec};
-use homelab_testenv::TestEnv;
+use homelab_testenv::{TestEnv, skip};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
@@ -622,8 +622,9 @@ async fn transitions_are_accepted_or_refused_as_stated() -> Result<()> {
 }
 
 /// kubectl: the one next to the control-plane binaries if there is one, else `kubectl` on
-/// `PATH`. `None` only outside CI; in CI (`CI=true`) a missing kubectl is an error.
-async fn kubectl() -> Result<Option<PathBuf>> {
+/// `PATH`. Missing, it fails `test`, or, in a local run that opted out of kubectl
+/// (`homelab_testenv::skip`), is `None` after the skip is recorded.
+async fn kubectl(test: &str) -> Result<Option<PathBuf>> {
     if let Ok(binaries) = homelab_testenv::binaries::Binaries::locate().await {
         let path = binaries.path("kubectl");
         if path.is_file() {
@@ -639,10 +640,14 @@ async fn kubectl() -> Result<Option<PathBuf>> {
         .unwrap_or_default();
     match on_path {
         Some(path) => Ok(Some(path)),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            bail!("kubectl is neither next to the control-plane binaries nor on PATH (CI=true)")
+        None => {
+            skip::missing(
+                test,
+                skip::Component::Kubectl,
+                &"it is neither next to the control-plane binaries nor on PATH",
+            );
+            Ok(None)
         }
-        None => Ok(None),
     }
 }
 
@@ -694,10 +699,7 @@ fn crd_description(kind: &str, path: &str) -> Result<String> {
 #[tokio::test]
 async fn kubectl_explain_prints_field_descriptions() -> Result<()> {
     let env = TestEnv::get().await;
-    let Some(kubectl) = kubectl().await? else {
-        eprintln!(
-            "SKIPPED kubectl_explain_prints_field_descriptions: no kubectl found (set CI=true to make this an error)"
-        );
+    let Some(kubectl) = kubectl("kubectl_explain_prints_field_descriptions").await? else {
         return Ok(());
     };
     for (resource, kind, path) in [
@@ -726,10 +728,9 @@ async fn kubectl_explain_prints_field_descriptions() -> Result<()> {
 #[tokio::test]
 async fn kubectl_get_homelab_lists_all_three_kinds_with_their_columns() -> Result<()> {
     let env = TestEnv::get().await;
-    let Some(kubectl) = kubectl().await? else {
-        eprintln!(
-            "SKIPPED kubectl_get_homelab_lists_all_three_kinds_with_their_columns: no kubectl found (set CI=true to make this an error)"
-        );
+    let Some(kubectl) =
+        kubectl("kubectl_get_homelab_lists_all_three_kinds_with_their_columns").await?
+    else {
         return Ok(());
     };
     let client = env.client().await?;

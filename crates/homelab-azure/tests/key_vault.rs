@@ -17,9 +17,7 @@ use common::{clients, emulator_config, sdk_secrets, unique, version_count};
 
 #[tokio::test]
 async fn password_is_created_once_and_never_regenerated() {
-    let Some(az) = AzureEmulators::get_or_skip("password_is_created_once").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let vault = az.key_vault_url();
     let name = SecretName::db_password(&unique("app"));
     let adapter = clients(az, emulator_config()).key_vault();
@@ -72,9 +70,7 @@ async fn password_is_created_once_and_never_regenerated() {
 
 #[tokio::test]
 async fn passwords_of_different_apps_differ() {
-    let Some(az) = AzureEmulators::get_or_skip("passwords_of_different_apps_differ").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let vault = az.key_vault_url();
     let adapter = clients(az, emulator_config()).key_vault();
     let a = SecretName::db_password(&unique("a"));
@@ -88,9 +84,7 @@ async fn passwords_of_different_apps_differ() {
 
 #[tokio::test]
 async fn existing_secret_is_adopted_unchanged() {
-    let Some(az) = AzureEmulators::get_or_skip("existing_secret_is_adopted_unchanged").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let vault = az.key_vault_url();
     let name = SecretName::db_password(&unique("adopt"));
     let preexisting = sdk_secrets(az)
@@ -138,9 +132,7 @@ async fn existing_secret_is_adopted_unchanged() {
 
 #[tokio::test]
 async fn soft_deleted_secret_is_an_error_unless_recovery_is_allowed() {
-    let Some(az) = AzureEmulators::get_or_skip("soft_deleted_secret").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let vault = az.key_vault_url();
     let name = SecretName::db_password(&unique("deleted"));
     let adapter = clients(az, emulator_config()).key_vault();
@@ -181,9 +173,7 @@ async fn soft_deleted_secret_is_an_error_unless_recovery_is_allowed() {
 
 #[tokio::test]
 async fn disabled_secret_is_not_replaced() {
-    let Some(az) = AzureEmulators::get_or_skip("disabled_secret_is_not_replaced").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let vault = az.key_vault_url();
     let name = SecretName::db_password(&unique("disabled"));
     let adapter = clients(az, emulator_config()).key_vault();
@@ -215,9 +205,7 @@ async fn disabled_secret_is_not_replaced() {
 
 #[tokio::test]
 async fn invalid_vault_url_is_a_config_error() {
-    let Some(az) = AzureEmulators::get_or_skip("invalid_vault_url").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let adapter = clients(az, emulator_config()).key_vault();
     let error = adapter
         .ensure_password("not a url", &SecretName::db_password("x"))
@@ -228,9 +216,7 @@ async fn invalid_vault_url_is_a_config_error() {
 
 #[tokio::test]
 async fn only_secrets_the_operator_created_are_deleted() {
-    let Some(az) = AzureEmulators::get_or_skip("only_managed_secrets_are_deleted").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let vault = az.key_vault_url();
     let adapter = clients(az, emulator_config()).key_vault();
     let ours = SecretName::db_password(&unique("del"));

@@ -46,7 +46,8 @@ pub struct ChaosOptions {
     pub operator: OperatorCommand,
     /// The operator wired to the emulators (used for the Azure phases).
     pub emulated: Option<OperatorCommand>,
-    /// Require the emulators (on CI); otherwise Azure phases are skipped when they cannot start.
+    /// Fail when the emulators cannot start; otherwise (a local run that opted out of Azurite)
+    /// the Azure phases are reported as skipped.
     pub require_azure: bool,
     pub work_dir: PathBuf,
 }

@@ -39,6 +39,7 @@ pub mod images;
 pub mod node;
 pub mod pki;
 pub mod process;
+pub mod skip;
 
 pub use cluster::{ControlPlane, Restart, Settings, Timings};
 pub use error::Error;

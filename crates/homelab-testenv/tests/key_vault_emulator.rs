@@ -62,9 +62,7 @@ fn status_and_code(error: &azure_core::Error) -> (Option<u16>, Option<String>) {
 
 #[tokio::test]
 async fn requests_without_a_token_get_the_key_vault_challenge() {
-    let Some(az) = AzureEmulators::get_or_skip("kv challenge").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let http = az.http_client();
     let url = format!("{}/secrets/anything?api-version=7.5", az.key_vault_url());
 
@@ -123,9 +121,7 @@ async fn requests_without_a_token_get_the_key_vault_challenge() {
 
 #[tokio::test]
 async fn versions_are_kept_listed_in_pages_and_updated_individually() {
-    let Some(az) = AzureEmulators::get_or_skip("kv versions").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let client = client(az);
     let name = unique("versions");
     let mut versions = Vec::new();
@@ -228,9 +224,7 @@ async fn versions_are_kept_listed_in_pages_and_updated_individually() {
 
 #[tokio::test]
 async fn soft_delete_blocks_the_name_until_recovered_or_purged() {
-    let Some(az) = AzureEmulators::get_or_skip("kv soft delete").await else {
-        return;
-    };
+    let az = AzureEmulators::key_vault().await;
     let client = client(az);
     let name = unique("deleted");
     let version = set(&client, &name, "old").await;

@@ -18,8 +18,12 @@
 //! **Outages and faults.** The shared instance is used by tests running in parallel, so tests that
 //! stop an emulator or inject faults take a private instance from [`AzureEmulators::start`].
 //!
-//! **Missing Azurite.** [`AzureEmulators::get_or_skip`] skips (returns `None`) when Azurite is not
-//! installed, except when `CI=true`, where a missing component fails the test.
+//! **Missing Azurite.** [`AzureEmulators::get_or_skip`] fails the test when Azurite is not
+//! installed, unless a local run opted out of it (the one rule of [`crate::skip`]); then it
+//! records the skip and returns `None`.
+//!
+//! **Key Vault alone.** [`AzureEmulators::key_vault`] starts only the Key Vault emulator, so Key
+//! Vault tests neither need nor wait for Azurite.
 //!
 //! **Pod-facing emulators.** [`AzureEmulators::start_pod_facing`] starts a private set on port 443
 //! of given addresses, under the host names Azure clients insist on
@@ -65,6 +69,8 @@ pub const ENV_KEY_VAULT_URL: &str = "HOMELAB_TESTENV_KEY_VAULT_URL";
 pub const ENV_CA_FILE: &str = "HOMELAB_TESTENV_AZURE_CA_FILE";
 
 static SHARED: OnceCell<Result<AzureEmulators, Arc<AzureEmulatorError>>> = OnceCell::const_new();
+static SHARED_KEY_VAULT: OnceCell<Result<AzureEmulators, Arc<AzureEmulatorError>>> =
+    OnceCell::const_new();
 static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
 
 /// The runtime that serves the Key Vault emulator; its thread lives until the process exits.
@@ -97,14 +103,16 @@ struct Local {
     /// Only in pod-facing sets; held to be stopped on drop.
     _entra: Option<EntraIdEmulator>,
     key_vault: KeyVaultBackend,
-    azurite: Azurite,
+    /// `None` in a Key Vault only set ([`AzureEmulators::key_vault`]).
+    azurite: Option<Azurite>,
     _run_dir: RunDir,
 }
 
 /// Running (or attached) Azure emulators and what a client needs to use them.
 #[derive(Debug)]
 pub struct AzureEmulators {
-    blob_url: String,
+    /// `None` in a Key Vault only set ([`AzureEmulators::key_vault`]).
+    blob_url: Option<String>,
     key_vault_url: String,
     ca_pem: String,
     ca_file: PathBuf,
@@ -144,29 +152,59 @@ impl AzureEmulators {
         shared.as_ref().map_err(Arc::clone)
     }
 
-    /// Like [`get`](Self::get), but returns `None` (and says so on stderr) when Azurite is not
-    /// installed and `CI` is not `true`. On CI a missing component fails.
+    /// Like [`get`](Self::get), but when Azurite is not installed: fails the test, or, in a
+    /// local run that opted out of Azurite ([`crate::skip`]), records the skip and returns `None`.
+    ///
+    /// # Panics
+    ///
+    /// When the emulators cannot start, unless the run opted out of a missing Azurite.
     pub async fn get_or_skip(test: &str) -> Option<&'static Self> {
         match Self::try_get().await {
             Ok(emulators) => Some(emulators),
-            Err(e) if !is_ci() && matches!(*e, AzureEmulatorError::AzuriteMissing { .. }) => {
-                eprintln!("SKIPPED {test}: {e}");
+            Err(e) if matches!(*e, AzureEmulatorError::AzuriteMissing { .. }) => {
+                crate::skip::missing(test, crate::skip::Component::Azurite, &e);
                 None
             }
             Err(e) => panic!("Azure emulators are not available: {e}"),
         }
     }
 
-    /// Like [`start`](Self::start), but returns `None` (and says so on stderr) when Azurite is
-    /// not installed and `CI` is not `true`. On CI a missing component fails.
+    /// Like [`start`](Self::start), with the rule of [`get_or_skip`](Self::get_or_skip).
+    ///
+    /// # Panics
+    ///
+    /// When the emulators cannot start, unless the run opted out of a missing Azurite.
     pub async fn start_or_skip(test: &str) -> Option<Self> {
         match Self::start().await {
             Ok(emulators) => Some(emulators),
-            Err(e) if !is_ci() && matches!(e, AzureEmulatorError::AzuriteMissing { .. }) => {
-                eprintln!("SKIPPED {test}: {e}");
+            Err(e) if matches!(e, AzureEmulatorError::AzuriteMissing { .. }) => {
+                crate::skip::missing(test, crate::skip::Component::Azurite, &e);
                 None
             }
             Err(e) => panic!("Azure emulators could not be started: {e}"),
+        }
+    }
+
+    /// The process-wide Key Vault emulator alone (attached to the one named by the environment,
+    /// when that is set): what Key Vault tests use, so that they do not depend on Azurite. Its
+    /// [`blob_service_url`](Self::blob_service_url) panics.
+    ///
+    /// # Panics
+    ///
+    /// When the Key Vault emulator cannot start; for use in tests.
+    pub async fn key_vault() -> &'static Self {
+        let shared = SHARED_KEY_VAULT
+            .get_or_init(|| async {
+                match Self::attach_from_env() {
+                    Ok(Some(attached)) => Ok(attached),
+                    Ok(None) => Self::start_with(false).await.map_err(Arc::new),
+                    Err(e) => Err(Arc::new(e)),
+                }
+            })
+            .await;
+        match shared {
+            Ok(emulators) => emulators,
+            Err(e) => panic!("the Key Vault emulator is not available: {e}"),
         }
     }
 
@@ -174,6 +212,11 @@ impl AzureEmulators {
     /// `homelab-testenv exec` (with [`env_vars`](Self::env_vars)) and by tests that stop
     /// emulators or inject faults.
     pub async fn start() -> Result<Self, AzureEmulatorError> {
+        Self::start_with(true).await
+    }
+
+    /// Starts Key Vault, and Azurite when `with_azurite`.
+    async fn start_with(with_azurite: bool) -> Result<Self, AzureEmulatorError> {
         let runtime = runtime()?;
         let run_dir = RunDir::create()?;
         let dir = run_dir.path().to_owned();
@@ -196,7 +239,11 @@ impl AzureEmulators {
             "creating {}",
             azurite_dir.display()
         )))?;
-        let azurite = Azurite::start_new(&azurite_dir, &cert_file, &key_file).await?;
+        let azurite = if with_azurite {
+            Some(Azurite::start_new(&azurite_dir, &cert_file, &key_file).await?)
+        } else {
+            None
+        };
         let key_vault = match lowkey_vault_jar() {
             Some(jar) => KeyVaultBackend::Lowkey(
                 LowkeyVault::start_new(&jar, &dir, &cert_file, &key_file).await?,
@@ -211,7 +258,7 @@ impl AzureEmulators {
         };
         let ca_pem = ca.cert_pem().to_owned();
         Ok(Self {
-            blob_url: azurite.blob_url(),
+            blob_url: azurite.as_ref().map(Azurite::blob_url),
             key_vault_url,
             http: http_client(&ca_pem, None)?,
             ca_pem,
@@ -274,7 +321,7 @@ impl AzureEmulators {
             reason: e.to_string(),
         })?;
         Ok(Some(Self {
-            blob_url: blob_url.clone(),
+            blob_url: Some(blob_url.clone()),
             key_vault_url: key_vault_url.clone(),
             http: http_client(&ca_pem, None)?,
             ca_pem,
@@ -286,9 +333,13 @@ impl AzureEmulators {
     }
 
     /// The variables that make [`get`](Self::get) in child processes attach to these emulators.
+    ///
+    /// # Panics
+    ///
+    /// For a Key Vault only set, which child processes could not attach to.
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         vec![
-            (ENV_AZURITE_URL, self.blob_url.clone()),
+            (ENV_AZURITE_URL, self.blob_service_url().to_owned()),
             (ENV_KEY_VAULT_URL, self.key_vault_url.clone()),
             (ENV_CA_FILE, self.ca_file.display().to_string()),
         ]
@@ -296,8 +347,19 @@ impl AzureEmulators {
 
     /// The Blob service URL, `https://127.0.0.1:<port>/devstoreaccount1` (no trailing slash);
     /// `https://<blob ip>/devstoreaccount1` for pod-facing emulators.
+    ///
+    /// # Panics
+    ///
+    /// For a Key Vault only set ([`key_vault`](Self::key_vault)): a test that uses Blob Storage
+    /// takes [`get`](Self::get) instead.
     pub fn blob_service_url(&self) -> &str {
-        &self.blob_url
+        match &self.blob_url {
+            Some(url) => url,
+            None => panic!(
+                "these emulators are Key Vault only (AzureEmulators::key_vault); a test that \
+                 uses Blob Storage takes AzureEmulators::get_or_skip"
+            ),
+        }
     }
 
     /// The storage account name ([`ACCOUNT_NAME`]).
@@ -392,13 +454,19 @@ impl AzureEmulators {
     /// Stops Azurite: connections are refused until [`start_azurite`](Self::start_azurite), which
     /// starts it empty (it keeps data in memory only).
     pub async fn stop_azurite(&self) -> Result<(), AzureEmulatorError> {
-        self.local()?.azurite.stop();
+        self.azurite()?.stop();
         Ok(())
     }
 
     /// Starts Azurite again on the same port.
     pub async fn start_azurite(&self) -> Result<(), AzureEmulatorError> {
-        self.local()?.azurite.start().await
+        self.azurite()?.start().await
+    }
+
+    fn azurite(&self) -> Result<&Azurite, AzureEmulatorError> {
+        self.local()?.azurite.as_ref().ok_or_else(|| {
+            AzureEmulatorError::Unsupported("these emulators are Key Vault only".into())
+        })
     }
 
     /// Makes every Key Vault request fail with `fault` (`None` clears it). Only the in-process
@@ -432,10 +500,6 @@ impl AzureEmulators {
             )
         })
     }
-}
-
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 fn http_client(

@@ -302,7 +302,7 @@ impl AzureEmulators {
 
         let ca_pem = ca.cert_pem().to_owned();
         Ok(Self {
-            blob_url: azurite.blob_url(),
+            blob_url: Some(azurite.blob_url()),
             key_vault_url: format!("https://{}", config.vault),
             http: http_client(&ca_pem, Some(&endpoints))?,
             ca_pem,
@@ -312,7 +312,7 @@ impl AzureEmulators {
             local: Some(Local {
                 _entra: Some(entra),
                 key_vault: KeyVaultBackend::Emulator(key_vault),
-                azurite,
+                azurite: Some(azurite),
                 _run_dir: run_dir,
             }),
         })
