@@ -14,6 +14,8 @@ use kube::discovery::{Discovery, Scope};
 use serde::Deserialize;
 use serde_json::Value;
 
+pub mod health;
+
 /// Field manager of the dry-run applies.
 pub const FIELD_MANAGER: &str = "homelab-deploy-tests";
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use homelab_azure::{
     ArchivedWal, AzureBlobStore, AzureClients, AzureError, ContainerName, SasOutcome, SecretName,
-    SecretOutcome, SecretVault, WalSegment, ensure_backup_sas, newest_archived_wal,
+    SecretOutcome, SecretVault, Service, WalSegment, ensure_backup_sas, newest_archived_wal,
 };
 use jiff::Timestamp;
 
@@ -129,6 +129,9 @@ pub struct AzureSide {
     memo: Mutex<HashMap<String, Memo>>,
     wal_probes: Mutex<HashMap<String, (WalArchive, WalProbe)>>,
     blob_stores: Mutex<HashMap<String, Arc<AzureBlobStore>>>,
+    /// Endpoints (a vault URL, a Blob service URL) that answered 429 with `Retry-After`: until
+    /// when, and the wait they asked for.
+    throttled: Mutex<HashMap<String, (std::time::Instant, Duration)>>,
 }
 
 impl AzureSide {
@@ -139,6 +142,80 @@ impl AzureSide {
             memo: Mutex::new(HashMap::new()),
             wal_probes: Mutex::new(HashMap::new()),
             blob_stores: Mutex::new(HashMap::new()),
+            throttled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Refuses, without a request, to call `endpoint` of `service` while it still asks to be
+    /// left alone: a `Retry-After` holds for every reconcile that would call it, not only for
+    /// the one that got the answer (another event must not send a request in the window). The
+    /// error repeats the wait the service asked for, so the condition's message stays the same.
+    fn wait_out_throttling(&self, endpoint: &str, service: Service) -> Result<(), AzureError> {
+        let now = std::time::Instant::now();
+        let throttled = self
+            .throttled
+            .lock()
+            .ok()
+            .and_then(|t| t.get(endpoint).copied());
+        match throttled {
+            Some((until, asked)) if now < until => Err(AzureError::Throttled {
+                service,
+                retry_after: Some(asked),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers a `Retry-After` answer of `endpoint` for [`Self::wait_out_throttling`].
+    fn throttling<T>(
+        &self,
+        endpoint: &str,
+        result: Result<T, AzureError>,
+    ) -> Result<T, AzureError> {
+        if let Err(AzureError::Throttled {
+            retry_after: Some(asked),
+            ..
+        }) = &result
+            && let Ok(mut throttled) = self.throttled.lock()
+        {
+            throttled.insert(
+                endpoint.to_string(),
+                (std::time::Instant::now() + *asked, *asked),
+            );
+        }
+        result
+    }
+
+    /// Calls `call` unless `vault` or `blob` is being waited out, and remembers a throttling
+    /// answer under the endpoint of the service that gave it.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        vault: Option<&str>,
+        blob: Option<&str>,
+        call: impl std::future::Future<Output = Result<T, AzureError>>,
+    ) -> Result<T, AzureError> {
+        if let Some(vault) = vault {
+            self.wait_out_throttling(vault, Service::KeyVault)?;
+        }
+        if let Some(blob) = blob {
+            self.wait_out_throttling(blob, Service::BlobStorage)?;
+        }
+        let result = self.count(operation, call.await);
+        let endpoint = match &result {
+            Err(AzureError::Throttled {
+                service: Service::KeyVault,
+                ..
+            }) => vault,
+            Err(AzureError::Throttled {
+                service: Service::BlobStorage,
+                ..
+            }) => blob,
+            _ => None,
+        };
+        match endpoint {
+            Some(endpoint) => self.throttling(endpoint, result),
+            None => result,
         }
     }
 
@@ -192,16 +269,19 @@ impl AzureSide {
             .or(known);
         let store = self.blob_store(&archive.service_url)?;
         let container = ContainerName::parse(&archive.container)?;
-        let newest = self.count(
-            "probe_wal_archive",
-            newest_archived_wal(
-                store.as_ref(),
-                &container,
-                &archive.server_name,
-                known.as_ref(),
+        let newest = self
+            .call(
+                "probe_wal_archive",
+                None,
+                Some(&archive.service_url),
+                newest_archived_wal(
+                    store.as_ref(),
+                    &container,
+                    &archive.server_name,
+                    known.as_ref(),
+                ),
             )
-            .await,
-        )?;
+            .await?;
         let probe = WalProbe {
             next_probe: next_wal_probe(newest.as_ref().map(|n| n.archived_at), max_age, now),
             newest,
@@ -225,12 +305,14 @@ impl AzureSide {
         }
         let vault = self.clients.key_vault();
         let password_secret = SecretName::parse(&inputs.password_secret)?;
-        let outcome = self.count(
-            "ensure_password",
-            vault
-                .ensure_password(&inputs.vault_url, &password_secret)
-                .await,
-        )?;
+        let outcome = self
+            .call(
+                "ensure_password",
+                Some(&inputs.vault_url),
+                None,
+                vault.ensure_password(&inputs.vault_url, &password_secret),
+            )
+            .await?;
         let password_origin = match outcome {
             SecretOutcome::Created { .. } => "Generated",
             SecretOutcome::Unchanged { .. } => "Generated",
@@ -250,26 +332,35 @@ impl AzureSide {
             let store = self.blob_store(&backup.service_url)?;
             let container = ContainerName::parse(&backup.container)?;
             use homelab_azure::BlobStore;
-            let created =
-                self.count("ensure_container", store.ensure_container(&container).await)?;
+            let created = self
+                .call(
+                    "ensure_container",
+                    None,
+                    Some(&backup.service_url),
+                    store.ensure_container(&container),
+                )
+                .await?;
             ensured.container_created = matches!(created, homelab_azure::ContainerOutcome::Created);
             if let Some(sas_secret) = &backup.sas_secret {
                 let secret = SecretName::parse(sas_secret)?;
                 let mut policy = self.clients.config().sas_policy();
                 policy.lifetime = backup.sas_lifetime;
-                let sas = self.count(
-                    "ensure_backup_sas",
-                    ensure_backup_sas(
-                        &vault,
-                        &inputs.vault_url,
-                        &secret,
-                        store.as_ref(),
-                        &container,
-                        &policy,
-                        now,
+                let sas = self
+                    .call(
+                        "ensure_backup_sas",
+                        Some(&inputs.vault_url),
+                        Some(&backup.service_url),
+                        ensure_backup_sas(
+                            &vault,
+                            &inputs.vault_url,
+                            &secret,
+                            store.as_ref(),
+                            &container,
+                            &policy,
+                            now,
+                        ),
                     )
-                    .await,
-                )?;
+                    .await?;
                 let (expires, rotate_at) = match &sas {
                     SasOutcome::Minted { expires_on, .. } => (Some(*expires_on), sas.requeue_at()),
                     SasOutcome::Kept {
@@ -297,19 +388,22 @@ impl AzureSide {
             policy.lifetime = archive.sas_lifetime;
             // Restoring reads base backups and WAL: read and list, nothing that writes.
             policy.permissions = RESTORE_PERMISSIONS.to_string();
-            let sas = self.count(
-                "ensure_restore_sas",
-                ensure_backup_sas(
-                    &vault,
-                    &inputs.vault_url,
-                    &secret,
-                    store.as_ref(),
-                    &container,
-                    &policy,
-                    now,
+            let sas = self
+                .call(
+                    "ensure_restore_sas",
+                    Some(&inputs.vault_url),
+                    Some(&archive.service_url),
+                    ensure_backup_sas(
+                        &vault,
+                        &inputs.vault_url,
+                        &secret,
+                        store.as_ref(),
+                        &container,
+                        &policy,
+                        now,
+                    ),
                 )
-                .await,
-            )?;
+                .await?;
             if let Some(rotate_at) = sas.requeue_at()
                 && rotate_at < ensured.next_check
             {
@@ -337,20 +431,32 @@ impl AzureSide {
         if let Some(backup) = &inputs.backup {
             let store = self.blob_store(&backup.service_url)?;
             let container = ContainerName::parse(&backup.container)?;
-            self.count("delete_container", store.delete_container(&container).await)?;
+            self.call(
+                "delete_container",
+                None,
+                Some(&backup.service_url),
+                store.delete_container(&container),
+            )
+            .await?;
             if let Some(sas_secret) = &backup.sas_secret {
                 let secret = SecretName::parse(sas_secret)?;
-                self.count(
+                self.call(
                     "delete_secret",
-                    vault.delete_managed(&inputs.vault_url, &secret).await,
-                )?;
+                    Some(&inputs.vault_url),
+                    None,
+                    vault.delete_managed(&inputs.vault_url, &secret),
+                )
+                .await?;
             }
         }
         let password = SecretName::parse(&inputs.password_secret)?;
-        self.count(
+        self.call(
             "delete_secret",
-            vault.delete_managed(&inputs.vault_url, &password).await,
-        )?;
+            Some(&inputs.vault_url),
+            None,
+            vault.delete_managed(&inputs.vault_url, &password),
+        )
+        .await?;
         Ok(())
     }
 

@@ -287,6 +287,7 @@ async fn restore_targets_outside_the_recovery_window_create_no_cluster() {
         wait_condition(&databases, name, "RestoreReady", "False", reason).await;
         let (ready, ready_reason, _) = condition(&databases, name, "Ready").await.unwrap();
         assert_eq!((ready.as_str(), ready_reason.as_str()), ("False", reason));
+        assert_argocd_shows(&client, &ns, "AppDatabase", name, reason).await;
         // The rest of the database was applied in the same pass; only the cluster was held back.
         wait_exists(
             &client,
@@ -883,6 +884,76 @@ async fn a_drill_restores_measures_and_cleans_up() {
 }
 
 #[tokio::test]
+async fn a_drill_beyond_its_recovery_point_objective_is_reported_not_passed() {
+    let (client, ns) = setup("drill-objective").await;
+    let operator = Operator::start(&ns).await;
+    // The default objectives: RPO 5 minutes, RTO 10 minutes.
+    policy(&client, &ns, "0 1 * * *", "5m", manual_drills("30m")).await;
+    backed_up_database(&client, &ns, "feeds").await;
+    let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
+    dynamic_api(&client, &ns, "homelab.io/v1alpha1", "AppDatabase")
+        .patch(
+            "feeds",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "late"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_exists(&client, &ns, CNPG, "Cluster", "feeds-drill-1").await;
+    play_cluster_conditions(
+        &client,
+        &ns,
+        "feeds-drill-1",
+        "Cluster in healthy state",
+        json!([ready_condition(true, jiff::Timestamp::now())]),
+    )
+    .await;
+    // The newest heartbeat in the restored database is 15 minutes old: beyond the RPO.
+    play_verification(&client, &ns, "feeds-drill-1", 900).await;
+
+    let done = wait_drill(&policies, "ObjectiveMissed").await;
+    let rpo = done.data_loss_seconds.unwrap();
+    assert!((870..=900).contains(&rpo), "{done:?}");
+    let message = done.message.unwrap_or_default();
+    assert!(message.contains("RPO"), "{message}");
+    wait_condition(
+        &policies,
+        "daily",
+        "DrillSucceeded",
+        "False",
+        "DrillObjectiveMissed",
+    )
+    .await;
+    // README (## ArgoCD): a drill that is not a success makes the BackupPolicy Degraded.
+    let (health, message) = argocd_health_of(&client, &ns, "BackupPolicy", "daily").await;
+    assert_eq!(health, "Degraded", "{message}");
+    assert!(message.starts_with("DrillObjectiveMissed"), "{message}");
+    wait_no_drill_cluster(&client, &ns).await;
+    // The data was restored and verified (last_success 1); the RPO it measured is exported for
+    // HomelabRestoreDrillObjectiveMissed to compare with the objective.
+    let exported = eventually("the drill's outcome in /metrics", WAIT, || async {
+        operator
+            .metric("homelab_restore_drill_last_success", "database=\"feeds\"")
+            .await
+    })
+    .await;
+    assert_eq!(exported, 1.0);
+    assert_eq!(
+        operator
+            .metric(
+                "homelab_restore_drill_data_loss_seconds",
+                "database=\"feeds\""
+            )
+            .await
+            .map(|v| v as i64),
+        Some(rpo)
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
 async fn a_drill_that_never_becomes_ready_times_out_and_is_cleaned_up() {
     let (client, ns) = setup("drill-timeout").await;
     let operator = Operator::start(&ns).await;
@@ -934,6 +1005,10 @@ async fn a_drill_that_never_becomes_ready_times_out_and_is_cleaned_up() {
         "failed after {took}"
     );
     wait_condition(&policies, "daily", "DrillSucceeded", "False", "DrillFailed").await;
+    // README (## ArgoCD): a failed restore drill makes a BackupPolicy Degraded.
+    let (health, message) = argocd_health_of(&client, &ns, "BackupPolicy", "daily").await;
+    assert_eq!(health, "Degraded", "{message}");
+    assert!(message.starts_with("DrillFailed"), "{message}");
     assert_eq!(
         policies
             .get("daily")

@@ -367,6 +367,7 @@ async fn status_follows_what_the_children_report() {
         },
     )
     .await;
+    assert_argocd_shows(&client, &ns, "AppDatabase", "linkding", "ClusterNotHealthy").await;
     eventually(
         "HomelabApp Ready=False because its database is not ready",
         WAIT,
@@ -744,6 +745,7 @@ async fn growing_a_database_on_a_class_that_cannot_expand_is_refused_clearly() {
         ready_condition(&databases, "fixed").await,
         Some(("False".to_string(), "StorageCannotExpand".to_string()))
     );
+    assert_argocd_shows(&client, &ns, "AppDatabase", "fixed", "StorageCannotExpand").await;
     let clusters = dynamic_api(&client, &ns, CNPG, "Cluster");
     let fixed_cluster = clusters.get(&naming::cluster("fixed")).await.unwrap();
     assert_eq!(

@@ -90,6 +90,7 @@ async fn missing_crds_are_reported_then_picked_up_and_a_malformed_resource_is_is
     })
     .await;
     assert!(message.contains("CloudNativePG"), "{message}");
+    assert_argocd_shows(&client, &ns, "AppDatabase", "linkding", "CRDNotInstalled").await;
     let deployments = dynamic_api(&client, &ns, "apps/v1", "Deployment");
     eventually("the app's Deployment", WAIT, || {
         let deployments = deployments.clone();

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use homelab_deploy_tests::health::documented;
 use homelab_deploy_tests::{DryRun, read_documents, repo_root};
 use homelab_testenv::argocd;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -22,65 +23,6 @@ use crate::{Stage, application, homelab_resource, text, write_documents};
 const KINDS: [&str; 3] = ["HomelabApp", "AppDatabase", "BackupPolicy"];
 const NAMESPACE: &str = "health-cases";
 const PLAYED_MESSAGE: &str = "played by the test";
-
-/// How the README (`## ArgoCD`, and the troubleshooting table) says Argo CD shows each reason the
-/// operator reports on `Ready=False`: Progressing when it resolves without anyone changing
-/// anything, Degraded when it needs a change.
-fn documented(kind: &str) -> Vec<(&'static str, &'static str)> {
-    const P: &str = "Progressing";
-    const D: &str = "Degraded";
-    // Every kind reports these from its reconcile error path.
-    let mut reasons = vec![
-        ("KubernetesAPIError", P),
-        ("ApplyFailed", P),
-        ("InvalidSpec", D),
-        ("CRDNotInstalled", D),
-        ("ChildRejected", D),
-    ];
-    match kind {
-        "HomelabApp" => reasons.extend([
-            ("DeploymentMissing", P),
-            ("ReplicasUnavailable", P),
-            ("DatabaseNotReady", P),
-            ("WaitingForExternalSecrets", P),
-            ("DatabaseNotFound", D),
-            ("ReferenceNotFound", D),
-            ("SecretsNotSynced", D),
-        ]),
-        "AppDatabase" => reasons.extend([
-            ("ClusterCreating", P),
-            ("ClusterNotFound", P),
-            ("ClusterNotHealthy", P),
-            ("ObjectStoreMissing", P),
-            ("WaitingForExternalSecrets", P),
-            ("WaitingForFirstBackup", P),
-            ("RestoreStarting", P),
-            ("SourceHasNoBackup", P),
-            ("AzureUnreachable", P),
-            ("AzureThrottled", P),
-            ("AzureError", P),
-            ("BackupPolicyNotFound", D),
-            ("BackupDestinationInUse", D),
-            ("StorageCannotExpand", D),
-            ("SecretStoreNotUsable", D),
-            ("CredentialsNotSynced", D),
-            ("WALArchivingFailing", D),
-            ("WALArchivingStale", D),
-            ("BackupFailing", D),
-            ("BackupStale", D),
-            ("TargetTimeInFuture", D),
-            ("TargetTimeBeforeRecoveryWindow", D),
-            ("AzureForbidden", D),
-            ("AzureUnauthenticated", D),
-            ("SecretSoftDeleted", D),
-            ("SecretDisabled", D),
-            ("InvalidAzureName", D),
-            ("AzureMisconfigured", D),
-        ]),
-        _ => {}
-    }
-    reasons
-}
 
 /// One custom resource whose health Argo CD must compute as `expected`.
 struct Case {

@@ -116,10 +116,14 @@ spec:
         ),
     )
     .await
-    .context("filling the source database")?
-    .trim()
-    .parse::<u64>()
-    .context("pg_database_size did not print a number")?;
+    .context("filling the source database")?;
+    // psql prints every statement's command tag before the last statement's result.
+    let bytes = bytes
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| l.trim().parse::<u64>().ok())
+        .with_context(|| format!("pg_database_size did not print a number: {bytes}"))?;
 
     let token = format!("figures-{size_mib}");
     annotate(

@@ -206,6 +206,12 @@ pub fn resource(api_version: &str, kind: &str) -> ApiResource {
         "HTTPRoute" => "httproutes",
         "NetworkPolicy" => "networkpolicies",
         "PersistentVolumeClaim" => "persistentvolumeclaims",
+        "AppDatabase" => "appdatabases",
+        "HomelabApp" => "homelabapps",
+        "BackupPolicy" => "backuppolicies",
+        "ClusterSecretStore" => "clustersecretstores",
+        "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicyBinding" => "validatingadmissionpolicybindings",
         other => panic!("unknown kind {other}"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -419,4 +425,43 @@ pub async fn audit_creators(namespace: &str, resource: &str) -> Vec<String> {
     users.sort();
     users.dedup();
     users
+}
+
+/// Argo CD's health of `kind/name` as the API serves it now, computed by its check in
+/// `deploy/argocd/health` the way Argo CD runs it: `(status, message)`.
+pub async fn argocd_health_of(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> (String, String) {
+    let object = dynamic_api(client, namespace, "homelab.io/v1alpha1", kind)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading {kind} {namespace}/{name}: {e}"));
+    let object = serde_json::to_value(object).expect("an object is JSON");
+    homelab_deploy_tests::health::argocd_health(kind, &object)
+        .unwrap_or_else(|e| panic!("Argo CD's health check of {kind}: {e:#}"))
+}
+
+/// Asserts that `kind/name`, whose `Ready` reason is now `reason`, shows in Argo CD as the README
+/// documents for that reason (Progressing when it resolves by itself, Degraded when someone must
+/// act).
+pub async fn assert_argocd_shows(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    reason: &str,
+) {
+    let expected = homelab_deploy_tests::health::documented(kind)
+        .into_iter()
+        .find(|(r, _)| *r == reason)
+        .map(|(_, health)| health)
+        .unwrap_or_else(|| panic!("the README gives no Argo CD health for {kind} reason {reason}"));
+    let (health, message) = argocd_health_of(client, namespace, kind, name).await;
+    assert_eq!(
+        health, expected,
+        "Argo CD's health of {kind} {namespace}/{name} with Ready reason {reason}: {message}"
+    );
 }

@@ -121,6 +121,8 @@ struct Shared {
     challenge: HeaderValue,
     vault: Mutex<Vault>,
     fault: Mutex<Option<KeyVaultFault>>,
+    /// When each request answered with an injected fault arrived.
+    faulted: Mutex<Vec<std::time::Instant>>,
 }
 
 impl Shared {
@@ -129,6 +131,9 @@ impl Shared {
     }
     fn fault(&self) -> MutexGuard<'_, Option<KeyVaultFault>> {
         self.fault.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn faulted(&self) -> MutexGuard<'_, Vec<std::time::Instant>> {
+        self.faulted.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -206,6 +211,7 @@ impl KeyVaultEmulator {
             challenge,
             vault: Mutex::default(),
             fault: Mutex::default(),
+            faulted: Mutex::default(),
         });
         let emulator = Self {
             shared,
@@ -280,6 +286,12 @@ impl KeyVaultEmulator {
     /// The fault currently injected, if any.
     pub fn fault(&self) -> Option<KeyVaultFault> {
         self.shared.fault().clone()
+    }
+
+    /// When each request answered with an injected fault arrived, oldest first: how a test
+    /// sees whether a client waited as a `Retry-After` told it to.
+    pub fn faulted_requests(&self) -> Vec<std::time::Instant> {
+        self.shared.faulted().clone()
     }
 
     fn server_slot(&self) -> MutexGuard<'_, Option<Server>> {
@@ -412,6 +424,9 @@ async fn gatekeeper(State(shared): State<Arc<Shared>>, request: Request, next: N
         );
     }
     let fault = shared.fault().clone();
+    if fault.is_some() {
+        shared.faulted().push(std::time::Instant::now());
+    }
     match fault {
         Some(KeyVaultFault::Forbidden) => {
             let action = format!("{} {}", request.method(), request.uri().path());

@@ -491,6 +491,18 @@ impl AzureEmulators {
         }
     }
 
+    /// When each Key Vault request answered with an injected fault arrived, oldest first.
+    pub fn key_vault_faulted_requests(
+        &self,
+    ) -> Result<Vec<std::time::Instant>, AzureEmulatorError> {
+        match &self.local()?.key_vault {
+            KeyVaultBackend::Emulator(kv) => Ok(kv.faulted_requests()),
+            KeyVaultBackend::Lowkey(_) => Err(AzureEmulatorError::Unsupported(
+                "Lowkey Vault cannot inject faults".into(),
+            )),
+        }
+    }
+
     fn local(&self) -> Result<&Local, AzureEmulatorError> {
         self.local.as_ref().ok_or_else(|| {
             AzureEmulatorError::Unsupported(

@@ -1,0 +1,703 @@
+//! Every reason the README's troubleshooting table lists, produced by the controllers in the
+//! situation the table describes, each checked where it is produced: the `Ready` condition names
+//! it for the current generation, its message says what to do, and Argo CD's health check
+//! (`deploy/argocd/health`, run as Argo CD runs it) shows it as the README says (Progressing when
+//! it resolves by itself, Degraded when someone must change something).
+//!
+//! What no component here produces on demand is played, and says so: CloudNativePG's and External
+//! Secrets Operator's statuses (neither runs on this control plane), the plugin's recovery window.
+//! Key Vault's refusals come from the Key Vault emulator's faults; the apiserver's refusal of a
+//! child from a real ValidatingAdmissionPolicy. The reasons produced elsewhere are listed in
+//! [`PRODUCED_ELSEWHERE`], and a test checks that together they cover the README's table.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use homelab_api::naming;
+use homelab_azure::{AzureClients, AzureConfig, RetryConfig};
+use homelab_testenv::TestEnv;
+use homelab_testenv::azure::{AzureEmulators, EmulatorCredential, KeyVaultFault};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::*;
+
+const HOMELAB: &str = "homelab.io/v1alpha1";
+const CNPG: &str = "postgresql.cnpg.io/v1";
+const BARMAN: &str = "barmancloud.cnpg.io/v1";
+const ESO: &str = "external-secrets.io/v1";
+
+/// README reasons produced by tests in other files, so that [`the_readme_table_is_covered`] can
+/// tell a forgotten one. Where `Ready` carries the reason there, the same test checks Argo CD's
+/// health of it (`assert_argocd_shows`); where another condition carries it while `Ready` shows an
+/// earlier reason (a played cluster without status), Argo CD's reading of the reason is checked
+/// by the Argo CD test `crates/homelab-deploy-tests/tests/argocd/health.rs`.
+const PRODUCED_ELSEWHERE: &[(&str, &str)] = &[
+    ("CRDNotInstalled", "resilience.rs"),
+    ("InvalidSpec", "resilience.rs"),
+    (
+        "BackupDestinationInUse",
+        "homelab-e2e database.rs, on real CloudNativePG",
+    ),
+    ("StorageCannotExpand", "controllers.rs"),
+    ("AzureUnreachable", "azure.rs"),
+    ("ClusterNotHealthy", "controllers.rs"),
+    ("WALArchivingFailing", "backups.rs"),
+    ("WALArchivingStale", "backups.rs, azure.rs"),
+    ("BackupStale", "backups.rs"),
+    ("TargetTimeInFuture", "backups.rs"),
+    ("TargetTimeBeforeRecoveryWindow", "backups.rs"),
+    ("DrillFailed", "backups.rs"),
+    ("DrillObjectiveMissed", "backups.rs"),
+];
+
+/// The reasons this file produces.
+const PRODUCED_HERE: &[&str] = &[
+    "BackupPolicyNotFound",
+    "DatabaseNotFound",
+    "SecretStoreNotUsable",
+    "AzureThrottled",
+    "AzureForbidden",
+    "AzureUnauthenticated",
+    "SecretSoftDeleted",
+    "WaitingForExternalSecrets",
+    "CredentialsNotSynced",
+    "ClusterCreating",
+    "BackupFailing",
+    "SourceHasNoBackup",
+    "ReplicasUnavailable",
+    "ChildRejected",
+];
+
+async fn setup(prefix: &str) -> (kube::Client, String) {
+    let env = TestEnv::get().await;
+    let client = env.client().await.expect("client");
+    let namespace = env.namespace(prefix).await.expect("namespace");
+    (client, namespace)
+}
+
+async fn apply_kind(client: &kube::Client, ns: &str, kind: &str, name: &str, spec: Value) {
+    apply_value(
+        client,
+        ns,
+        json!({"apiVersion": HOMELAB, "kind": kind, "metadata": {"name": name}, "spec": spec}),
+    )
+    .await;
+}
+
+/// Waits until `kind/name` reports `Ready` with `reason` for its current generation, checks
+/// that Argo CD shows it as the README documents, and returns the condition's message.
+async fn produced(client: &kube::Client, ns: &str, kind: &str, name: &str, reason: &str) -> String {
+    let api = dynamic_api(client, ns, HOMELAB, kind);
+    let object = eventually(
+        &format!("{kind} {ns}/{name} to report Ready with reason {reason}"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            let name = name.to_string();
+            async move {
+                let object = serde_json::to_value(api.get(&name).await.ok()?).ok()?;
+                let generation = object["metadata"]["generation"].as_i64()?;
+                (object["status"]["observedGeneration"].as_i64()? == generation).then_some(())?;
+                object["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["reason"] == reason)
+                    .then_some(object.clone())
+            }
+        },
+    )
+    .await;
+    assert_argocd_shows(client, ns, kind, name, reason).await;
+    let (_, health_message) = argocd_health_of(client, ns, kind, name).await;
+    let ready = object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    let message = ready["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        health_message.contains(&message),
+        "Argo CD shows {health_message:?}, not the condition's message {message:?}"
+    );
+    message
+}
+
+/// Plays CloudNativePG: the Cluster of `app` healthy with one ready instance.
+async fn play_cluster_healthy(client: &kube::Client, ns: &str, app: &str) {
+    let clusters = dynamic_api(client, ns, CNPG, "Cluster");
+    let name = naming::cluster(app);
+    eventually(&format!("Cluster {name}"), WAIT, || {
+        let clusters = clusters.clone();
+        let name = name.clone();
+        async move { clusters.get_opt(&name).await.ok().flatten() }
+    })
+    .await;
+    clusters
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Cluster in healthy state", "readyInstances": 1, "instances": 1,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "ClusterIsReady",
+                    "message": "played by the test",
+                    "lastTransitionTime": jiff::Timestamp::now().to_string()}]}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Plays External Secrets Operator: the ExternalSecret of `app`'s credentials `Ready=ready`.
+async fn play_credentials(client: &kube::Client, ns: &str, app: &str, ready: bool) {
+    let secrets = dynamic_api(client, ns, ESO, "ExternalSecret");
+    let name = naming::credentials_secret(app);
+    eventually(&format!("ExternalSecret {name}"), WAIT, || {
+        let secrets = secrets.clone();
+        let name = name.clone();
+        async move { secrets.get_opt(&name).await.ok().flatten() }
+    })
+    .await;
+    let condition = if ready {
+        json!({"type": "Ready", "status": "True", "reason": "SecretSynced",
+               "message": "secret synced", "lastTransitionTime": jiff::Timestamp::now().to_string()})
+    } else {
+        json!({"type": "Ready", "status": "False", "reason": "SecretSyncedError",
+               "message": "could not get secret data from provider",
+               "lastTransitionTime": jiff::Timestamp::now().to_string()})
+    };
+    secrets
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [condition]}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_readme_table_is_covered() {
+    let readme =
+        std::fs::read_to_string(homelab_testenv::repo_root().join("README.md")).expect("README");
+    let table = readme
+        .split("### Troubleshooting by condition reason")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("the README's troubleshooting table");
+    let mut listed = Vec::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = row.split('|').nth(1).unwrap_or_default();
+        // `DrillFailed` (`DrillSucceeded=False`): the condition it shows on is not a reason.
+        for piece in first_cell.split('`').skip(1).step_by(2) {
+            if !piece.contains('=') {
+                listed.push(piece.to_string());
+            }
+        }
+    }
+    assert!(
+        listed.len() > 20,
+        "reasons read from the README: {listed:?}"
+    );
+    for reason in &listed {
+        let here = PRODUCED_HERE.contains(&reason.as_str());
+        let elsewhere = PRODUCED_ELSEWHERE.iter().any(|(r, _)| r == reason);
+        assert!(
+            here || elsewhere,
+            "the README lists {reason}, which no controller test produces"
+        );
+    }
+    for reason in PRODUCED_HERE {
+        assert!(
+            listed.iter().any(|r| r == reason),
+            "{reason} is produced here but not in the README's table"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_references_and_children_on_their_way() {
+    let (client, ns) = setup("reasons-refs").await;
+    let operator = Operator::start(&ns).await;
+
+    apply_kind(
+        &client,
+        &ns,
+        "AppDatabase",
+        "orphan",
+        json!({"backup": {"policyRef": {"name": "nightly"}}}),
+    )
+    .await;
+    apply_kind(
+        &client,
+        &ns,
+        "HomelabApp",
+        "lonely",
+        json!({"image": "registry.example/lonely:1", "port": 8080,
+               "database": {"ref": {"name": "nowhere"},
+                            "env": [{"name": "DB_HOST", "field": "host"}]}}),
+    )
+    .await;
+    apply_kind(&client, &ns, "AppDatabase", "fresh", json!({})).await;
+    apply_kind(&client, &ns, "AppDatabase", "syncing", json!({})).await;
+    apply_kind(&client, &ns, "AppDatabase", "unsynced", json!({})).await;
+    apply_kind(
+        &client,
+        &ns,
+        "HomelabApp",
+        "starting",
+        json!({"image": "registry.example/starting:1", "port": 8080}),
+    )
+    .await;
+
+    let message = produced(
+        &client,
+        &ns,
+        "AppDatabase",
+        "orphan",
+        "BackupPolicyNotFound",
+    )
+    .await;
+    assert!(message.contains("nightly"), "{message}");
+    let message = produced(&client, &ns, "HomelabApp", "lonely", "DatabaseNotFound").await;
+    assert!(message.contains("nowhere"), "{message}");
+
+    // CloudNativePG has not reported on the cluster (it does not run here).
+    let message = produced(&client, &ns, "AppDatabase", "fresh", "ClusterCreating").await;
+    assert!(message.contains("CloudNativePG"), "{message}");
+
+    // The cluster is healthy; ESO has not synced the credentials yet.
+    play_cluster_healthy(&client, &ns, "syncing").await;
+    let message = produced(
+        &client,
+        &ns,
+        "AppDatabase",
+        "syncing",
+        "WaitingForExternalSecrets",
+    )
+    .await;
+    assert!(message.contains("syncing-db-credentials"), "{message}");
+
+    // ESO reports that it cannot sync them.
+    play_cluster_healthy(&client, &ns, "unsynced").await;
+    play_credentials(&client, &ns, "unsynced", false).await;
+    let message = produced(
+        &client,
+        &ns,
+        "AppDatabase",
+        "unsynced",
+        "CredentialsNotSynced",
+    )
+    .await;
+    assert!(
+        message.contains("SecretSyncedError") && message.contains("unsynced-db-credentials"),
+        "{message}"
+    );
+
+    // The Deployment exists; its pod cannot run (no node here), so no replica is available.
+    let message = produced(
+        &client,
+        &ns,
+        "HomelabApp",
+        "starting",
+        "ReplicasUnavailable",
+    )
+    .await;
+    assert!(message.contains("0/1"), "{message}");
+
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn failing_backups_and_a_restore_from_a_database_without_one() {
+    let (client, ns) = setup("reasons-backups").await;
+    let operator = Operator::start(&ns).await;
+    apply_kind(
+        &client,
+        &ns,
+        "BackupPolicy",
+        "daily",
+        json!({"walArchiveTimeout": "5m",
+               "storage": {"azure": {"storageAccount": "homelabbackups"}}}),
+    )
+    .await;
+    let with_policy = json!({"backup": {"policyRef": {"name": "daily"}}});
+    apply_kind(&client, &ns, "AppDatabase", "failing", with_policy.clone()).await;
+    apply_kind(&client, &ns, "AppDatabase", "empty", with_policy).await;
+    apply_kind(
+        &client,
+        &ns,
+        "AppDatabase",
+        "copy",
+        json!({"restore": {"from": {"appDatabase": "empty"}}}),
+    )
+    .await;
+
+    // The last base backup attempt failed after the last good one (played: the plugin's window).
+    play_cluster_healthy(&client, &ns, "failing").await;
+    play_credentials(&client, &ns, "failing", true).await;
+    let store = naming::backup_object_store("failing");
+    let stores = dynamic_api(&client, &ns, BARMAN, "ObjectStore");
+    eventually(&format!("ObjectStore {store}"), WAIT, || {
+        let stores = stores.clone();
+        let store = store.clone();
+        async move { stores.get_opt(&store).await.ok().flatten() }
+    })
+    .await;
+    let now = jiff::Timestamp::now();
+    stores
+        .patch_status(
+            &store,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"serverRecoveryWindow": {naming::cluster("failing"): {
+                "firstRecoverabilityPoint": (now - jiff::SignedDuration::from_hours(30)).to_string(),
+                "lastSuccessfulBackupTime": (now - jiff::SignedDuration::from_hours(6)).to_string(),
+                "lastFailedBackupTime": (now - jiff::SignedDuration::from_mins(5)).to_string(),
+            }}}})),
+        )
+        .await
+        .unwrap();
+    let message = produced(&client, &ns, "AppDatabase", "failing", "BackupFailing").await;
+    assert!(message.contains("failed"), "{message}");
+
+    // The source has no base backup yet: the restore waits, and creates no cluster.
+    let message = produced(&client, &ns, "AppDatabase", "copy", "SourceHasNoBackup").await;
+    assert!(message.contains("empty"), "{message}");
+    let clusters = dynamic_api(&client, &ns, CNPG, "Cluster");
+    assert!(
+        clusters
+            .get_opt(&naming::cluster("copy"))
+            .await
+            .unwrap()
+            .is_none(),
+        "a restore without a backup to restore created its cluster"
+    );
+
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_child_the_apiserver_refuses() {
+    let (client, ns) = setup("reasons-rejected").await;
+    // A real admission policy of the apiserver refuses every Service in this namespace.
+    let policy_name = format!("refuse-services-{ns}");
+    let policies = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &resource(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingAdmissionPolicy",
+        ),
+    );
+    let bindings = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &resource(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+    );
+    let apply = PatchParams::apply("test").force();
+    policies
+        .patch(
+            &policy_name,
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": policy_name},
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "matchConstraints": {"resourceRules": [{
+                        "apiGroups": [""], "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"], "resources": ["services"]}]},
+                    "validations": [{"expression": "false", "reason": "Invalid",
+                        "message": "Services are refused in this namespace by the test's admission policy"}],
+                },
+            })),
+        )
+        .await
+        .unwrap();
+    bindings
+        .patch(
+            &policy_name,
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": policy_name},
+                "spec": {
+                    "policyName": policy_name,
+                    "validationActions": ["Deny"],
+                    "matchResources": {"namespaceSelector": {"matchLabels": {
+                        "kubernetes.io/metadata.name": ns}}},
+                },
+            })),
+        )
+        .await
+        .unwrap();
+
+    // The apiserver compiles policies in the background: the policy is in force once it refuses a
+    // Service of this namespace (a dry run, which admission sees like a real request).
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
+    let probe: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "probe"},
+        "spec": {"ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    eventually(
+        "the admission policy to refuse Services",
+        Duration::from_secs(60),
+        || {
+            let services = services.clone();
+            let probe = probe.clone();
+            async move {
+                let dry_run = kube::api::PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                };
+                match services.create(&dry_run, &probe).await {
+                    Err(kube::Error::Api(status)) if status.code == 422 => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+
+    let operator = Operator::start(&ns).await;
+    apply_kind(
+        &client,
+        &ns,
+        "HomelabApp",
+        "refused",
+        json!({"image": "registry.example/refused:1", "port": 8080}),
+    )
+    .await;
+    let message = produced(&client, &ns, "HomelabApp", "refused", "ChildRejected").await;
+    assert!(
+        message.contains("Services are refused in this namespace"),
+        "the condition does not carry the apiserver's reason: {message}"
+    );
+    operator.stop().await;
+    bindings
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    policies
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+fn clients(
+    az: &AzureEmulators,
+    credential: Arc<dyn azure_core::credentials::TokenCredential>,
+) -> AzureClients {
+    let config = AzureConfig {
+        skip_challenge_resource_check: true,
+        retry: RetryConfig {
+            max_retries: 1,
+            initial_delay: Duration::from_millis(100),
+            max_elapsed: Duration::from_secs(3),
+        },
+        ..AzureConfig::default()
+    };
+    AzureClients::with_credential(config, credential, Some(az.http_client()))
+}
+
+/// A credential whose tokens are for another resource than Key Vault: the emulator answers 401
+/// as Key Vault does for a token with the wrong audience.
+#[derive(Debug)]
+struct WrongAudience;
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for WrongAudience {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        Ok(azure_core::credentials::AccessToken::new(
+            EmulatorCredential::token_for("https://wrong.example/.default"),
+            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
+        ))
+    }
+}
+
+/// A ClusterSecretStore named after `ns` that reads the emulated vault.
+async fn secret_store(client: &kube::Client, ns: &str, az: &AzureEmulators) -> String {
+    let store = format!("vault-{ns}");
+    Api::<DynamicObject>::all_with(client.clone(), &resource(ESO, "ClusterSecretStore"))
+        .patch(
+            &store,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": ESO, "kind": "ClusterSecretStore",
+                "metadata": {"name": store},
+                "spec": {"provider": {"azurekv": {
+                    "vaultUrl": az.key_vault_url(), "authType": "WorkloadIdentity",
+                    "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}
+                }}}
+            })),
+        )
+        .await
+        .unwrap();
+    store
+}
+
+/// A short app name unique to `ns`: Key Vault secret names are shared by every test.
+fn unique(ns: &str, base: &str) -> String {
+    let suffix: String = ns
+        .rsplit('-')
+        .next()
+        .unwrap_or("x")
+        .chars()
+        .take(5)
+        .collect();
+    format!("{base}-{suffix}")
+}
+
+#[tokio::test]
+async fn key_vault_refusals_say_what_to_do() {
+    // A private set of emulators: this test injects faults.
+    let az = AzureEmulators::start().await.expect("Azure emulators");
+    let (client, ns) = setup("reasons-azure").await;
+    let store = secret_store(&client, &ns, &az).await;
+    let store_arg = format!("--default-secret-store={store}");
+    let operator =
+        Operator::start_with_azure(&ns, &[&store_arg], clients(&az, az.credential())).await;
+
+    // A store that does not exist.
+    let nostore = unique(&ns, "nostore");
+    apply_kind(
+        &client,
+        &ns,
+        "AppDatabase",
+        &nostore,
+        json!({"credentials": {"secretStoreRef": {"name": "no-such-store"}}}),
+    )
+    .await;
+    let message = produced(
+        &client,
+        &ns,
+        "AppDatabase",
+        &nostore,
+        "SecretStoreNotUsable",
+    )
+    .await;
+    assert!(message.contains("no-such-store"), "{message}");
+
+    // A password secret that was deleted and is kept soft-deleted by the vault.
+    let deleted = unique(&ns, "deleted");
+    let sdk = azure_security_keyvault_secrets::SecretClient::new(
+        az.key_vault_url(),
+        az.credential(),
+        Some(azure_security_keyvault_secrets::SecretClientOptions {
+            client_options: az.client_options(),
+            verify_challenge_resource: Some(false),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let secret = format!("{deleted}-db-password");
+    sdk.set_secret(
+        &secret,
+        azure_security_keyvault_secrets::models::SetSecretParameters {
+            value: Some("set-by-a-human".into()),
+            ..Default::default()
+        }
+        .try_into()
+        .unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    sdk.delete_secret(&secret, None).await.unwrap();
+    apply_kind(&client, &ns, "AppDatabase", &deleted, json!({})).await;
+    let message = produced(&client, &ns, "AppDatabase", &deleted, "SecretSoftDeleted").await;
+    assert!(
+        message.contains("az keyvault secret recover") && message.contains(&secret),
+        "{message}"
+    );
+
+    // The operator's identity lacks the role: the message names the one to assign.
+    az.set_key_vault_fault(Some(KeyVaultFault::Forbidden))
+        .unwrap();
+    let refused = unique(&ns, "refused");
+    apply_kind(&client, &ns, "AppDatabase", &refused, json!({})).await;
+    let message = produced(&client, &ns, "AppDatabase", &refused, "AzureForbidden").await;
+    assert!(message.contains("Key Vault Secrets Officer"), "{message}");
+
+    operator.stop().await;
+
+    // A token Key Vault does not accept.
+    let operator =
+        Operator::start_with_azure(&ns, &[&store_arg], clients(&az, Arc::new(WrongAudience))).await;
+    let unauthenticated = unique(&ns, "noauth");
+    apply_kind(&client, &ns, "AppDatabase", &unauthenticated, json!({})).await;
+    let message = produced(
+        &client,
+        &ns,
+        "AppDatabase",
+        &unauthenticated,
+        "AzureUnauthenticated",
+    )
+    .await;
+    assert!(message.contains("workload identity"), "{message}");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn throttling_is_waited_out_as_retry_after_says() {
+    // A private set of emulators: this test injects faults.
+    let az = AzureEmulators::start().await.expect("Azure emulators");
+    let (client, ns) = setup("reasons-throttled").await;
+    let store = secret_store(&client, &ns, &az).await;
+    let store_arg = format!("--default-secret-store={store}");
+    let operator =
+        Operator::start_with_azure(&ns, &[&store_arg], clients(&az, az.credential())).await;
+
+    const RETRY_AFTER: u64 = 4;
+    az.set_key_vault_fault(Some(KeyVaultFault::Throttled {
+        retry_after_secs: RETRY_AFTER,
+    }))
+    .unwrap();
+    let throttled = unique(&ns, "throttled");
+    apply_kind(&client, &ns, "AppDatabase", &throttled, json!({})).await;
+    produced(&client, &ns, "AppDatabase", &throttled, "AzureThrottled").await;
+    // Positive evidence first: the operator asked again, several times.
+    let asked = eventually(
+        "the operator to ask Key Vault four times while it is throttled",
+        Duration::from_secs(60),
+        || {
+            let asked = az.key_vault_faulted_requests().unwrap();
+            async move { (asked.len() >= 4).then_some(asked) }
+        },
+    )
+    .await;
+    az.set_key_vault_fault(None).unwrap();
+    let gaps: Vec<Duration> = asked.windows(2).map(|w| w[1] - w[0]).collect();
+    let floor = Duration::from_secs(RETRY_AFTER) - Duration::from_millis(300);
+    assert!(
+        gaps.iter().all(|gap| *gap >= floor),
+        "Key Vault said Retry-After: {RETRY_AFTER}, and the operator asked again after {gaps:?}"
+    );
+
+    // Once Key Vault answers again, the database converges by itself.
+    let databases = dynamic_api(&client, &ns, HOMELAB, "AppDatabase");
+    eventually(
+        "the throttled database to get its password once Key Vault answers",
+        Duration::from_secs(60),
+        || {
+            let databases = databases.clone();
+            let throttled = throttled.clone();
+            async move {
+                let db = serde_json::to_value(databases.get(&throttled).await.ok()?).ok()?;
+                db["status"]["passwordOrigin"].is_string().then_some(())
+            }
+        },
+    )
+    .await;
+    operator.stop().await;
+}
