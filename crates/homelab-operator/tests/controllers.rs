@@ -147,6 +147,63 @@ async fn examples_converge_into_owned_children() {
     )
     .await;
 
+    // Every child the operator wrote is applied server-side under its one field manager, and
+    // no other writer (no Update by the operator) owns a field of it.
+    let selector = format!("{}={}", naming::LABEL_MANAGED_BY, naming::MANAGED_BY);
+    let mut checked = 0;
+    for (api_version, kind) in [
+        (CNPG, "Cluster"),
+        (CNPG, "ScheduledBackup"),
+        (CNPG, "Pooler"),
+        (BARMAN, "ObjectStore"),
+        (ESO, "ExternalSecret"),
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("networking.k8s.io/v1", "Ingress"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ] {
+        let children = dynamic_api(&client, &ns, api_version, kind)
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .unwrap();
+        for child in children {
+            let name = child.name_any();
+            let managers: Vec<(String, String)> = child
+                .metadata
+                .managed_fields
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| {
+                    (
+                        m.manager.unwrap_or_default(),
+                        m.operation.unwrap_or_default(),
+                    )
+                })
+                .collect();
+            assert!(
+                managers
+                    .iter()
+                    .any(|(m, op)| m == homelab_api::naming::FIELD_MANAGER && op == "Apply"),
+                "{kind} {name} is not applied by field manager {}: {managers:?}",
+                homelab_api::naming::FIELD_MANAGER
+            );
+            assert!(
+                !managers
+                    .iter()
+                    .any(|(m, op)| m == homelab_api::naming::FIELD_MANAGER && op != "Apply"),
+                "{kind} {name} has fields the operator wrote other than by apply: {managers:?}"
+            );
+            checked += 1;
+        }
+    }
+    // linkding and n8n: two Clusters, ScheduledBackups, ObjectStores, Deployments, Services
+    // and NetworkPolicies at least, and their ExternalSecrets.
+    assert!(
+        checked >= 14,
+        "only {checked} children carry the managed-by label"
+    );
+
     // Status reports the generation it describes.
     eventually("observedGeneration on every resource", WAIT, || {
         let databases = databases.clone();
