@@ -3,15 +3,21 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The audit log's current length, to count from.
-pub fn offset(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+use anyhow::{Context, Result};
+
+/// The audit log's current length, to count from. An unreadable log is an error, never an
+/// empty window (which would read as "no writes").
+pub fn offset(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("the audit log {} cannot be read", path.display()))?
+        .len())
 }
 
 /// Write requests (create, update, patch, delete) in `namespace` after byte `offset`, Leases
 /// excluded, counted by `verb resource`.
-pub fn writes(path: &Path, offset: u64, namespace: &str) -> BTreeMap<String, usize> {
-    let text = std::fs::read(path).unwrap_or_default();
+pub fn writes(path: &Path, offset: u64, namespace: &str) -> Result<BTreeMap<String, usize>> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("the audit log {} cannot be read", path.display()))?;
     let start = usize::try_from(offset).unwrap_or(0).min(text.len());
     let mut counts = BTreeMap::new();
     for line in String::from_utf8_lossy(&text[start..]).lines() {
@@ -42,5 +48,5 @@ pub fn writes(path: &Path, offset: u64, namespace: &str) -> BTreeMap<String, usi
         };
         *counts.entry(key).or_insert(0) += 1;
     }
-    counts
+    Ok(counts)
 }

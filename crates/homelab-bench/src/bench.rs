@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::cpu::CpuSplit;
 use crate::observe::Observer;
-use crate::operator::{OperatorCommand, OperatorProcess, OperatorSettings};
+use crate::operator::{OperatorCommand, OperatorProcess, OperatorSettings, metric_sum};
 use crate::workload::{self, Workload};
 
 /// What to run.
@@ -168,7 +168,7 @@ async fn converge_round(
     operator.wait_http(Duration::from_secs(60)).await?;
     tokio::time::sleep(SETTLE).await;
     let machine_before = CpuSplit::now(Some(operator.pid));
-    let offset = crate::audit::offset(audit_log);
+    let offset = crate::audit::offset(audit_log)?;
     let start = Instant::now();
     let created = workload::create(client, &ns, &load).await?;
     let expected = workload::expected_children(&created, render_config, kinds)?;
@@ -177,7 +177,7 @@ async fn converge_round(
         .await?;
     let machine_cpu = CpuSplit::now(Some(operator.pid)) - machine_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let writes = crate::audit::writes(audit_log, offset, &ns);
+    let writes = crate::audit::writes(audit_log, offset, &ns)?;
     Ok(Round {
         ns,
         load,
@@ -384,7 +384,7 @@ pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
     // Write amplification and start-up: restart over an unchanged world.
     {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let offset = crate::audit::offset(&audit_log);
+        let offset = crate::audit::offset(&audit_log)?;
         let mut operator = OperatorProcess::spawn(
             &opts.operator,
             &settings(&ns, env, opts, opts.resync_seconds, "restart"),
@@ -409,7 +409,7 @@ pub async fn run(env: &TestEnv, opts: &BenchOptions) -> Result<BenchReport> {
         operator.stop().await?;
         // Audit lines follow the responses shortly.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        report.restart_writes = Some(crate::audit::writes(&audit_log, offset, &ns));
+        report.restart_writes = Some(crate::audit::writes(&audit_log, offset, &ns)?);
     }
     drop(observer);
 
@@ -517,20 +517,27 @@ async fn azure_steady_state(
     workload::create(&client, &ns, &load).await?;
     wait_azure_side(&client, &ns, opts.azure_pairs, opts.timeout).await?;
     const PROBES: &str = "operation=\"probe_wal_archive\"";
-    let requests = |labels: &'static str| {
+    // All requests, and the archive listings among them: the family must have samples (the
+    // databases converged through Azure), while no listing yet is zero listings.
+    let requests = || {
         let operator = &operator;
         async move {
-            operator
-                .metric("homelab_operator_azure_requests_total", labels)
+            let body = operator
+                .metrics()
                 .await
-                .context("metrics")
+                .context("/metrics does not answer")?;
+            const NAME: &str = "homelab_operator_azure_requests_total";
+            let all = metric_sum(&body, NAME, "").with_context(|| {
+                format!("/metrics has no {NAME} after the Azure side converged")
+            })?;
+            anyhow::Ok((all, metric_sum(&body, NAME, PROBES).unwrap_or(0.0)))
         }
     };
-    let (before, probes_before) = (requests("").await?, requests(PROBES).await?);
+    let (before, probes_before) = requests().await?;
     report.azure_converge_requests = Some(before - probes_before);
     let start = Instant::now();
     tokio::time::sleep(opts.azure_window).await;
-    let (after, probes_after) = (requests("").await?, requests(PROBES).await?);
+    let (after, probes_after) = requests().await?;
     let window = start.elapsed();
     let per_db_hour = |count: f64| count / opts.azure_pairs as f64 * 3600.0 / window.as_secs_f64();
     let probes = probes_after - probes_before;

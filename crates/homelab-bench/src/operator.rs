@@ -131,10 +131,11 @@ impl OperatorProcess {
         http_get(self.http_port, "/metrics").await
     }
 
-    /// Sum of the samples of `name` whose labels contain `labels`.
+    /// Sum of the samples of `name` whose labels contain `labels`; `None` when `/metrics` does
+    /// not answer or has no such sample (absent is not zero).
     pub async fn metric(&self, name: &str, labels: &str) -> Option<f64> {
         let body = self.metrics().await?;
-        Some(metric_sum(&body, name, labels))
+        metric_sum(&body, name, labels)
     }
 
     /// Waits until `homelab_operator_reconciles_total` reaches `count`; the time since spawn.
@@ -212,8 +213,9 @@ impl OperatorProcess {
 }
 
 /// Sum of the samples of `name` (exact metric name, any labels containing `labels`).
-pub fn metric_sum(body: &str, name: &str, labels: &str) -> f64 {
-    body.lines()
+pub fn metric_sum(body: &str, name: &str, labels: &str) -> Option<f64> {
+    let samples: Vec<f64> = body
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
             l.strip_prefix(name)
@@ -221,7 +223,8 @@ pub fn metric_sum(body: &str, name: &str, labels: &str) -> f64 {
         })
         .filter(|l| l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
 /// Sends a signal through the `kill` command (std has no signal API and unsafe code is forbidden).

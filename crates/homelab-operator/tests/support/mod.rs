@@ -288,7 +288,8 @@ pub async fn audit_writes(namespace: &str, offset: u64) -> Vec<String> {
     let Some(path) = TestEnv::get().await.audit_log_path() else {
         panic!("the test environment has no audit log");
     };
-    let text = std::fs::read(path).unwrap_or_default();
+    let text = std::fs::read(path)
+        .unwrap_or_else(|e| panic!("the audit log {} cannot be read: {e}", path.display()));
     let start = usize::try_from(offset).unwrap_or(0).min(text.len());
     String::from_utf8_lossy(&text[start..])
         .lines()
@@ -309,10 +310,12 @@ pub async fn audit_writes(namespace: &str, offset: u64) -> Vec<String> {
 
 pub async fn audit_offset() -> u64 {
     let env = TestEnv::get().await;
-    env.audit_log_path()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .unwrap_or(0)
+    let Some(path) = env.audit_log_path() else {
+        panic!("the test environment has no audit log");
+    };
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("the audit log {} cannot be read: {e}", path.display()))
+        .len()
 }
 
 /// The namespace and name of the operator's ServiceAccount, as `deploy/base` creates it.
