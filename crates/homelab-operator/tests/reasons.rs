@@ -374,6 +374,41 @@ async fn failing_backups_and_a_restore_from_a_database_without_one() {
             .is_none(),
         "a restore without a backup to restore created its cluster"
     );
+    // The source's first base backup completes (played: the plugin reports its window). Nothing
+    // of the restoring database changes, yet it looks again and creates its cluster.
+    let source_store = naming::backup_object_store("empty");
+    eventually(&format!("ObjectStore {source_store}"), WAIT, || {
+        let stores = stores.clone();
+        let store = source_store.clone();
+        async move { stores.get_opt(&store).await.ok().flatten() }
+    })
+    .await;
+    stores
+        .patch_status(
+            &source_store,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"serverRecoveryWindow": {naming::cluster("empty"): {
+                "firstRecoverabilityPoint": (now - jiff::SignedDuration::from_mins(2)).to_string(),
+                "lastSuccessfulBackupTime": (now - jiff::SignedDuration::from_mins(1)).to_string(),
+            }}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the restore to create its cluster once the source has a base backup",
+        Duration::from_secs(60),
+        || {
+            let clusters = clusters.clone();
+            async move {
+                clusters
+                    .get_opt(&naming::cluster("copy"))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        },
+    )
+    .await;
 
     operator.stop().await;
 }

@@ -130,6 +130,13 @@ async fn clear(
     Ok(())
 }
 
+/// The random end of a test namespace's name, to make app names unique to a run: Key Vault
+/// keeps a deleted database's secrets soft-deleted, and a second run reusing the name would find
+/// them (and be refused, as the operator never overwrites or silently recovers a credential).
+fn run_suffix(namespace: &str) -> String {
+    namespace.rsplit('-').next().unwrap_or_default().to_string()
+}
+
 /// The median of `values`.
 pub fn median(mut values: Vec<Duration>) -> Option<Duration> {
     values.sort();

@@ -308,18 +308,20 @@ pub async fn restore_rto(
         .env()
         .namespace(&format!("figures-restore-{size_mib}"))
         .await?;
-    let source = prepare_source(plane, &namespace, &format!("src{size_mib}"), size_mib).await?;
+    let run = super::run_suffix(&namespace);
+    let source =
+        prepare_source(plane, &namespace, &format!("src{size_mib}{run}"), size_mib).await?;
 
     let mut results = Vec::new();
     for round in 0..rounds {
         let (mut operator, mut floor) = (None, None);
         for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
             if side == 0 {
-                let app = format!("op{size_mib}r{round}");
+                let app = format!("op{size_mib}r{round}{run}");
                 operator =
                     Some(operator_side(plane, &client, &namespace, &source, &app, size_mib).await?);
             } else {
-                let name = format!("hand{size_mib}r{round}");
+                let name = format!("hand{size_mib}r{round}{run}");
                 floor =
                     Some(floor_side(plane, &client, &namespace, &source, &name, size_mib).await?);
             }

@@ -59,7 +59,7 @@ pub async fn drill_rpo(
         .env()
         .namespace(&format!("figures-rpo-{wal_archive_timeout}"))
         .await?;
-    let app = format!("rpo{wal_archive_timeout}");
+    let app = format!("rpo{wal_archive_timeout}{}", super::run_suffix(&namespace));
     let manifests = [
         backup_policy(
             plane,
@@ -98,13 +98,19 @@ spec:
     )
     .await?;
     let database = db["status"]["database"].as_str().unwrap_or(&app).to_owned();
+    let owner = db["status"]["owner"].as_str().unwrap_or(&app).to_owned();
     let pod = format!("{app}-db-cnpg-v1-1");
     psql_in_pod(
         plane,
         &namespace,
         &pod,
         &database,
-        "create table load (id bigserial primary key, at timestamptz not null, body text not null)",
+        // The app's table, owned by the app's role as an app's own tables are: a drill counts
+        // the tables the owner sees, and a database with none is empty.
+        &format!(
+            "create table load (id bigserial primary key, at timestamptz not null, body text not null); \
+             alter table load owner to {owner}"
+        ),
     )
     .await?;
 

@@ -282,6 +282,7 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     observed.status.database = Some(names.database);
     observed.status.owner = Some(names.owner);
     observed.status.on_demand_backups = on_demand_backups;
+    let restore_recheck = restore_check.as_ref().and_then(|c| c.recheck_at);
     if let Some(check) = restore_check {
         // The restore comes before the cluster: a held-back restore is why Ready is False.
         observed.conditions.insert(1, check.condition);
@@ -324,6 +325,10 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         ),
         _ => None,
     };
+    let next_backup_check = [next_backup_check, restore_recheck]
+        .into_iter()
+        .flatten()
+        .min();
     if let Some(ensured) = &azure {
         observed.status.password_origin = Some(ensured.password_origin.to_string());
         if let Some(backup) = observed.status.backup.as_mut() {

@@ -25,7 +25,14 @@ pub struct RestoreCheck {
     pub condition: Observed,
     /// `false`: the Cluster must not be created (it would fail).
     pub allow_cluster: bool,
+    /// When to look again, for a restore held back by something that resolves by itself (the
+    /// source's first base backup): nothing of this database changes when the source's
+    /// ObjectStore reports its window, so no event would wake it.
+    pub recheck_at: Option<jiff::Timestamp>,
 }
+
+/// How often a restore waiting for its source's first base backup looks again.
+pub const RESTORE_RECHECK: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
 
 /// Checks `spec.restore` before the restored cluster exists: the target time must not lie in the
 /// future (the schema cannot say, CEL has no clock) and must lie inside the source's recovery
@@ -80,11 +87,13 @@ pub fn check_restore(
                 ),
             ),
             allow_cluster: true,
+            recheck_at: None,
         });
     }
     let blocked = |reason: &str, message: String| RestoreCheck {
         condition: Observed::new(conditions::RESTORE_READY, Status::False, reason, message),
         allow_cluster: false,
+        recheck_at: None,
     };
     if let Some(target) = target
         && target > now
@@ -112,14 +121,17 @@ pub fn check_restore(
         .as_ref()
         .and_then(|w| time_field(w, "firstRecoverabilityPoint"));
     match (first, restore.from.app_database.is_some()) {
-        (None, true) => Some(blocked(
-            "SourceHasNoBackup",
-            format!(
-                "{source} has no base backup to restore yet (its ObjectStore {} reports no recovery window for server {}); the cluster is created once a base backup exists",
-                store_name.unwrap_or_default(),
-                source_server.unwrap_or_default()
-            ),
-        )),
+        (None, true) => Some(RestoreCheck {
+            recheck_at: now.checked_add(RESTORE_RECHECK).ok(),
+            ..blocked(
+                "SourceHasNoBackup",
+                format!(
+                    "{source} has no base backup to restore yet (its ObjectStore {} reports no recovery window for server {}); the cluster is created once a base backup exists",
+                    store_name.unwrap_or_default(),
+                    source_server.unwrap_or_default()
+                ),
+            )
+        }),
         // An archive read through its own read-only ObjectStore: the Barman Cloud Plugin reports
         // no window for it until a cluster uses it, so only the clock check above applies.
         (None, false) => Some(RestoreCheck {
@@ -132,6 +144,7 @@ pub fn check_restore(
                 ),
             ),
             allow_cluster: true,
+            recheck_at: None,
         }),
         (Some(first), _) => match target {
             Some(target) if target < first => Some(blocked(
@@ -150,6 +163,7 @@ pub fn check_restore(
                     ),
                 ),
                 allow_cluster: true,
+                recheck_at: None,
             }),
         },
     }
