@@ -27,8 +27,11 @@ pub use network::Guard;
 
 const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(60);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(180);
-/// How many hostPath PersistentVolumes the node offers, and each one's size.
-const VOLUMES: usize = 24;
+/// How many hostPath PersistentVolumes the node offers, and each one's size. Their reclaim
+/// policy is Retain (as for data), so a released volume is not bound again: every cluster of a
+/// whole end-to-end run, drills and restored copies included, needs a volume of its own (a full
+/// `make test` binds and releases about 32).
+const VOLUMES: usize = 64;
 const VOLUME_SIZE: &str = "20Gi";
 /// The StorageClass of those volumes, the cluster's default.
 pub const STORAGE_CLASS: &str = "standard";
