@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use homelab_api::AppDatabase;
 use homelab_azure::{
-    AzureClients, AzureConfig, BlobStore, ContainerName, ContainerOutcome, RetryConfig, SecretName,
-    SecretVault,
+    AzureClients, BlobStore, ContainerName, ContainerOutcome, SecretName, SecretVault,
 };
 use homelab_testenv::TestEnv;
 use homelab_testenv::azure::AzureEmulators;
@@ -24,16 +23,7 @@ use support::*;
 const APPS: [&str; 5] = ["linkding", "commafeed", "wallabag", "n8n", "listmonk"];
 
 fn clients(az: &AzureEmulators) -> AzureClients {
-    let config = AzureConfig {
-        skip_challenge_resource_check: true,
-        retry: RetryConfig {
-            max_retries: 1,
-            initial_delay: Duration::from_millis(100),
-            max_elapsed: Duration::from_secs(3),
-        },
-        ..AzureConfig::default()
-    };
-    AzureClients::with_credential(config, az.credential(), Some(az.http_client()))
+    emulator_clients(az, az.credential())
 }
 
 /// A ClusterSecretStore (unique to the test: it is cluster-scoped) pointing at the emulated vault,
@@ -108,18 +98,6 @@ async fn wait_azure_side(
         },
     )
     .await
-}
-
-fn unique_app(ns: &str, base: &str) -> String {
-    // App names become Key Vault secret and container names, shared by all tests: keep them apart.
-    let suffix: String = ns
-        .rsplit('-')
-        .next()
-        .unwrap_or("x")
-        .chars()
-        .take(5)
-        .collect();
-    format!("{base}-{suffix}")
 }
 
 #[tokio::test]

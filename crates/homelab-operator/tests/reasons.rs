@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homelab_api::naming;
-use homelab_azure::{AzureClients, AzureConfig, RetryConfig};
 use homelab_testenv::TestEnv;
 use homelab_testenv::azure::{AzureEmulators, EmulatorCredential, KeyVaultFault};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -525,22 +524,6 @@ async fn a_child_the_apiserver_refuses() {
         .unwrap();
 }
 
-fn clients(
-    az: &AzureEmulators,
-    credential: Arc<dyn azure_core::credentials::TokenCredential>,
-) -> AzureClients {
-    let config = AzureConfig {
-        skip_challenge_resource_check: true,
-        retry: RetryConfig {
-            max_retries: 1,
-            initial_delay: Duration::from_millis(100),
-            max_elapsed: Duration::from_secs(3),
-        },
-        ..AzureConfig::default()
-    };
-    AzureClients::with_credential(config, credential, Some(az.http_client()))
-}
-
 /// A credential whose tokens are for another resource than Key Vault: the emulator answers 401
 /// as Key Vault does for a token with the wrong audience.
 #[derive(Debug)]
@@ -581,18 +564,6 @@ async fn secret_store(client: &kube::Client, ns: &str, az: &AzureEmulators) -> S
     store
 }
 
-/// A short app name unique to `ns`: Key Vault secret names are shared by every test.
-fn unique(ns: &str, base: &str) -> String {
-    let suffix: String = ns
-        .rsplit('-')
-        .next()
-        .unwrap_or("x")
-        .chars()
-        .take(5)
-        .collect();
-    format!("{base}-{suffix}")
-}
-
 #[tokio::test]
 async fn key_vault_refusals_say_what_to_do() {
     // A private set of emulators: this test injects faults.
@@ -601,10 +572,11 @@ async fn key_vault_refusals_say_what_to_do() {
     let store = secret_store(&client, &ns, &az).await;
     let store_arg = format!("--default-secret-store={store}");
     let operator =
-        Operator::start_with_azure(&ns, &[&store_arg], clients(&az, az.credential())).await;
+        Operator::start_with_azure(&ns, &[&store_arg], emulator_clients(&az, az.credential()))
+            .await;
 
     // A store that does not exist.
-    let nostore = unique(&ns, "nostore");
+    let nostore = unique_app(&ns, "nostore");
     apply_kind(
         &client,
         &ns,
@@ -624,7 +596,7 @@ async fn key_vault_refusals_say_what_to_do() {
     assert!(message.contains("no-such-store"), "{message}");
 
     // A password secret that was deleted and is kept soft-deleted by the vault.
-    let deleted = unique(&ns, "deleted");
+    let deleted = unique_app(&ns, "deleted");
     let sdk = azure_security_keyvault_secrets::SecretClient::new(
         az.key_vault_url(),
         az.credential(),
@@ -659,7 +631,7 @@ async fn key_vault_refusals_say_what_to_do() {
     // The operator's identity lacks the role: the message names the one to assign.
     az.set_key_vault_fault(Some(KeyVaultFault::Forbidden))
         .unwrap();
-    let refused = unique(&ns, "refused");
+    let refused = unique_app(&ns, "refused");
     apply_kind(&client, &ns, "AppDatabase", &refused, json!({})).await;
     let message = produced(&client, &ns, "AppDatabase", &refused, "AzureForbidden").await;
     assert!(message.contains("Key Vault Secrets Officer"), "{message}");
@@ -667,9 +639,13 @@ async fn key_vault_refusals_say_what_to_do() {
     operator.stop().await;
 
     // A token Key Vault does not accept.
-    let operator =
-        Operator::start_with_azure(&ns, &[&store_arg], clients(&az, Arc::new(WrongAudience))).await;
-    let unauthenticated = unique(&ns, "noauth");
+    let operator = Operator::start_with_azure(
+        &ns,
+        &[&store_arg],
+        emulator_clients(&az, Arc::new(WrongAudience)),
+    )
+    .await;
+    let unauthenticated = unique_app(&ns, "noauth");
     apply_kind(&client, &ns, "AppDatabase", &unauthenticated, json!({})).await;
     let message = produced(
         &client,
@@ -691,14 +667,15 @@ async fn throttling_is_waited_out_as_retry_after_says() {
     let store = secret_store(&client, &ns, &az).await;
     let store_arg = format!("--default-secret-store={store}");
     let operator =
-        Operator::start_with_azure(&ns, &[&store_arg], clients(&az, az.credential())).await;
+        Operator::start_with_azure(&ns, &[&store_arg], emulator_clients(&az, az.credential()))
+            .await;
 
     const RETRY_AFTER: u64 = 4;
     az.set_key_vault_fault(Some(KeyVaultFault::Throttled {
         retry_after_secs: RETRY_AFTER,
     }))
     .unwrap();
-    let throttled = unique(&ns, "throttled");
+    let throttled = unique_app(&ns, "throttled");
     apply_kind(&client, &ns, "AppDatabase", &throttled, json!({})).await;
     produced(&client, &ns, "AppDatabase", &throttled, "AzureThrottled").await;
     // Positive evidence first: the operator asked again, several times.

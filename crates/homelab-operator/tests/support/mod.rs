@@ -468,3 +468,34 @@ pub async fn assert_argocd_shows(
         "Argo CD's health of {kind} {namespace}/{name} with Ready reason {reason}: {message}"
     );
 }
+
+/// Azure clients for the emulators `az`, authenticating with `credential`: the emulator's
+/// challenge resource is not checked, and retries are few and quick, so a test fails fast.
+pub fn emulator_clients(
+    az: &homelab_testenv::azure::AzureEmulators,
+    credential: std::sync::Arc<dyn azure_core::credentials::TokenCredential>,
+) -> homelab_azure::AzureClients {
+    let config = homelab_azure::AzureConfig {
+        skip_challenge_resource_check: true,
+        retry: homelab_azure::RetryConfig {
+            max_retries: 1,
+            initial_delay: Duration::from_millis(100),
+            max_elapsed: Duration::from_secs(3),
+        },
+        ..homelab_azure::AzureConfig::default()
+    };
+    homelab_azure::AzureClients::with_credential(config, credential, Some(az.http_client()))
+}
+
+/// `base` with the random end of namespace `ns`: app names become Key Vault secret and container
+/// names, shared by all tests, so tests keep them apart.
+pub fn unique_app(ns: &str, base: &str) -> String {
+    let suffix: String = ns
+        .rsplit('-')
+        .next()
+        .unwrap_or("x")
+        .chars()
+        .take(5)
+        .collect();
+    format!("{base}-{suffix}")
+}
