@@ -9,8 +9,8 @@
 //!   `# expect-create:` lines hold for one of the two only);
 //! - every create-then-update pair in `tests/transitions/` is accepted or refused as its
 //!   `# outcome:` line says, and a refused update leaves the stored object unchanged;
-//! - `kubectl get homelab` lists all three kinds and `kubectl explain` prints the fields'
-//!   descriptions.
+//! - `kubectl get homelab` lists all three kinds, every printer column shows the value of its
+//!   field under its own header, and `kubectl explain` prints the fields' descriptions.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -768,14 +768,141 @@ async fn kubectl_get_homelab_lists_all_three_kinds_with_their_columns() -> Resul
             "kubectl get homelab lacks {wanted:?}:\n{out}"
         );
     }
-    let wide = run_kubectl(
-        &kubectl,
-        env,
-        &["get", "homelab", "-n", &namespace, "-o", "wide"],
-    )?;
-    ensure!(
-        wide.contains("INSTANCES") && wide.contains("AVAILABLE"),
-        "kubectl get homelab -o wide lacks the priority columns:\n{wide}"
-    );
+
+    // Statuses as the controllers write them (no controller runs here): each column prints the
+    // value its JSON path selects, under its own header.
+    let now = jiff::Timestamp::now();
+    let condition = |status: &str, reason: &str| {
+        json!([{"type": "Ready", "status": status, "reason": reason, "message": "written by the test",
+                "lastTransitionTime": now.round(jiff::Unit::Second).unwrap_or(now).to_string()}])
+    };
+    let statuses = [
+        (
+            "AppDatabase",
+            json!({"conditions": condition("True", "Ready"),
+                   "endpoints": {"readWrite": "linkding-db-cnpg-v1-rw", "read": "linkding-db-cnpg-v1-r", "port": 5432},
+                   "backup": {"lastSuccessfulBackup": (now - jiff::SignedDuration::from_mins(72 * 60 + 30)).round(jiff::Unit::Second).unwrap_or(now).to_string()}}),
+        ),
+        (
+            "HomelabApp",
+            json!({"conditions": condition("False", "ReplicasUnavailable"),
+                   "url": "https://links.example.com", "availableReplicas": 0}),
+        ),
+        (
+            "BackupPolicy",
+            json!({"conditions": condition("True", "Ready"), "databases": 1,
+                   "lastDrillOutcome": "ObjectiveMissed"}),
+        ),
+    ];
+    for (kind, status) in &statuses {
+        let object = manifest
+            .documents
+            .iter()
+            .chain(&policy.documents)
+            .find(|o| o["kind"] == *kind)
+            .with_context(|| format!("no {kind} in the examples"))?;
+        api(&client, &namespace, object)?
+            .patch_status(
+                object_name(object)?,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .with_context(|| format!("writing the status of {kind}"))?;
+    }
+    for (resource, name, wanted) in [
+        (
+            "appdatabase",
+            "linkding",
+            &[
+                ("READY", "True"),
+                ("REASON", "Ready"),
+                ("ENDPOINT", "linkding-db-cnpg-v1-rw"),
+                ("LAST BACKUP", "3d"),
+                ("INSTANCES", "1"),
+            ][..],
+        ),
+        (
+            "homelabapp",
+            "linkding",
+            &[
+                ("READY", "False"),
+                ("REASON", "ReplicasUnavailable"),
+                ("URL", "https://links.example.com"),
+                ("AVAILABLE", "0"),
+            ][..],
+        ),
+        (
+            "backuppolicy",
+            "daily",
+            &[
+                ("READY", "True"),
+                ("REASON", "Ready"),
+                ("SCHEDULE", "0 1 * * *"),
+                ("RETENTION", "7d"),
+                ("DATABASES", "1"),
+                ("LAST DRILL", "ObjectiveMissed"),
+            ][..],
+        ),
+    ] {
+        let out = run_kubectl(
+            &kubectl,
+            env,
+            &["get", resource, "-n", &namespace, "-o", "wide"],
+        )?;
+        let rows = table(&out)?;
+        let row = rows
+            .iter()
+            .find(|row| row.get("NAME").map(String::as_str) == Some(name))
+            .with_context(|| format!("kubectl get {resource} has no row {name}:\n{out}"))?;
+        for (column, value) in wanted {
+            ensure!(
+                row.get(*column).map(String::as_str) == Some(*value),
+                "kubectl get {resource} -o wide shows {column} = {:?}, not {value:?}:\n{out}",
+                row.get(*column)
+            );
+        }
+    }
     Ok(())
+}
+
+/// The rows of a table kubectl printed, each as header → cell. Columns are left-aligned and
+/// separated by at least three spaces, so a column starts where its header does; headers hold at
+/// most single spaces ("LAST BACKUP").
+fn table(out: &str) -> Result<Vec<std::collections::BTreeMap<String, String>>> {
+    let mut lines = out.lines();
+    let header = lines.next().context("kubectl printed no header")?;
+    let mut starts = Vec::new();
+    let mut blanks = 2;
+    for (at, c) in header.char_indices() {
+        if c != ' ' && blanks >= 2 {
+            starts.push(at);
+        }
+        blanks = if c == ' ' { blanks + 1 } else { 0 };
+    }
+    let columns: Vec<(String, usize, Option<usize>)> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = starts.get(i + 1).copied();
+            let name = header[start..end.unwrap_or(header.len())]
+                .trim()
+                .to_string();
+            (name, start, end)
+        })
+        .collect();
+    Ok(lines
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            columns
+                .iter()
+                .map(|(name, start, end)| {
+                    let cell = line
+                        .get(*start..end.unwrap_or(line.len()).min(line.len()))
+                        .unwrap_or_default();
+                    (name.clone(), cell.trim().to_string())
+                })
+                .collect()
+        })
+        .collect())
 }

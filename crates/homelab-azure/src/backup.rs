@@ -1,11 +1,12 @@
 //! The backup SAS of a database: a container-scoped token kept in Key Vault, with the secret's
 //! `exp` attribute equal to the token's expiry, replaced when less than a third of its lifetime
-//! remains.
+//! remains or when Blob Storage refuses it. A token someone else stored is never replaced; one
+//! Blob Storage refuses is reported.
 
 use jiff::Timestamp;
 
 use crate::blob::BlobStore;
-use crate::error::Result;
+use crate::error::{AzureError, Result};
 use crate::keyvault::{SAS_CONTENT_TYPE, SIGNED_FOR_TAG, SecretVault};
 use crate::names::{ContainerName, SecretName};
 use crate::sas::{RotationDecision, RotationReason, SasPolicy, rotation_decision};
@@ -70,6 +71,14 @@ pub async fn ensure_backup_sas(
     let reason = match &current {
         None => RotationReason::Missing,
         Some(stored) if !stored.is_managed_by_operator() => {
+            if let Some(answer) = store.sas_refusal(container, &stored.value).await? {
+                return Err(AzureError::SasRefused {
+                    vault: vault.trim_end_matches('/').to_owned(),
+                    name: secret.to_string(),
+                    container: container.to_string(),
+                    answer,
+                });
+            }
             return Ok(SasOutcome::NotManaged {
                 version: stored.version.clone(),
                 expires_on: stored.expires_on,
@@ -80,11 +89,19 @@ pub async fn ensure_backup_sas(
         }
         Some(stored) => match rotation_decision(stored.created, stored.expires_on, now) {
             RotationDecision::Keep { rotate_at } => {
-                return Ok(SasOutcome::Kept {
-                    version: stored.version.clone(),
-                    expires_on: stored.expires_on.unwrap_or(rotate_at),
-                    rotate_at,
-                });
+                match store.sas_refusal(container, &stored.value).await? {
+                    None => {
+                        return Ok(SasOutcome::Kept {
+                            version: stored.version.clone(),
+                            expires_on: stored.expires_on.unwrap_or(rotate_at),
+                            rotate_at,
+                        });
+                    }
+                    Some(answer) => {
+                        tracing::warn!(%vault, %secret, %container, %answer, "Blob Storage refuses the stored SAS token; minting another");
+                        RotationReason::RefusedByBlobStorage
+                    }
+                }
             }
             RotationDecision::Rotate(reason) => reason,
         },

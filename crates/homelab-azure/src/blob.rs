@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use azure_core::http::{RequestContent, StatusCode, XmlFormat};
 use azure_storage_blob::models::{BlobContainerClientListBlobsOptions, KeyInfo};
-use azure_storage_blob::{BlobServiceClient, BlobServiceClientOptions};
+use azure_storage_blob::{
+    BlobContainerClient, BlobContainerClientOptions, BlobServiceClient, BlobServiceClientOptions,
+};
 use futures::TryStreamExt;
 use jiff::Timestamp;
 use url::Url;
@@ -61,6 +63,16 @@ pub trait BlobStore: Send + Sync {
         policy: &SasPolicy,
         now: Timestamp,
     ) -> Result<SasToken>;
+
+    /// Asks Blob Storage whether it accepts `token` for `container`, by listing at most one blob
+    /// with it (what the backup tools do first): `None` when it does, Blob Storage's answer when
+    /// it refuses the token (403: expired, revoked by a key rotation, signed for another account
+    /// or container, or without the list permission).
+    async fn sas_refusal(
+        &self,
+        container: &ContainerName,
+        token: &SecretValue,
+    ) -> Result<Option<String>>;
 }
 
 /// [`BlobStore`] on Azure Blob Storage.
@@ -69,6 +81,8 @@ pub struct AzureBlobStore {
     service_url: String,
     account: String,
     signing: SasSigning,
+    /// For clients that authenticate with a SAS token instead of the operator's identity.
+    client_options: azure_core::http::ClientOptions,
 }
 
 impl std::fmt::Debug for AzureBlobStore {
@@ -106,6 +120,7 @@ impl AzureBlobStore {
             service_url,
             account,
             signing: clients.config().sas_signing.clone(),
+            client_options: clients.client_options(),
         })
     }
 
@@ -291,6 +306,57 @@ impl BlobStore for AzureBlobStore {
                 })?;
                 let (start, expiry) = validity(policy, now, false);
                 sign_service_sas(scope, &SecretValue::new(key), policy, start, expiry)
+            }
+        }
+    }
+
+    async fn sas_refusal(
+        &self,
+        container: &ContainerName,
+        token: &SecretValue,
+    ) -> Result<Option<String>> {
+        let action = || format!("listing container '{container}' with its SAS token");
+        let url = Url::parse(&format!(
+            "{}?{}",
+            self.container_url(container),
+            token.expose().trim_start_matches('?')
+        ))
+        .map_err(|e| AzureError::Config(format!("the SAS URL of container '{container}': {e}")))?;
+        let client = BlobContainerClient::new(
+            url,
+            None,
+            Some(BlobContainerClientOptions {
+                client_options: self.client_options.clone(),
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| AzureError::Config(format!("the SAS URL of container '{container}': {e}")))?;
+        let options = BlobContainerClientListBlobsOptions {
+            maxresults: Some(1),
+            ..Default::default()
+        };
+        let first = client
+            .list_blobs(Some(options))
+            .map_err(|e| {
+                self.error(
+                    Failure::from_sdk(&e),
+                    action(),
+                    AzureRole::StorageBlobDataContributor,
+                )
+            })?
+            .try_next()
+            .await;
+        match first {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                let failure = Failure::from_sdk(&e);
+                if failure.is_status(StatusCode::Forbidden) {
+                    return Ok(Some(match &failure.code {
+                        Some(code) => format!("403 {code}"),
+                        None => format!("403 {}", failure.message),
+                    }));
+                }
+                Err(self.error(failure, action(), AzureRole::StorageBlobDataContributor))
             }
         }
     }

@@ -123,6 +123,24 @@ pub enum AzureError {
         detail: String,
     },
 
+    /// Blob Storage refuses a SAS token that someone other than the operator stored.
+    #[error(
+        "Blob Storage refuses the SAS token in Key Vault secret '{name}' ({vault}) for container \
+         '{container}' ({answer}): it has expired, was revoked, or was signed for another account \
+         or container. The secret was not written by the operator, so it is not replaced: store \
+         a valid token there, or delete the secret to let the operator mint and rotate one"
+    )]
+    SasRefused {
+        /// The vault URL.
+        vault: String,
+        /// The secret name.
+        name: String,
+        /// The container the token is for.
+        container: String,
+        /// Blob Storage's answer (status and error code).
+        answer: String,
+    },
+
     /// The secret is soft-deleted: its name cannot be used until it is recovered or purged.
     #[error(
         "secret '{name}' in {vault} is deleted but recoverable, so its name cannot be reused. \
@@ -187,7 +205,9 @@ impl AzureError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::Throttled { .. } => true,
-            Self::Service { status, .. } => *status >= 500,
+            Self::Service { status, code, .. } => {
+                *status >= 500 || code.as_deref() == Some(crate::keyvault::BEING_RECOVERED)
+            }
             _ => false,
         }
     }

@@ -38,6 +38,9 @@ pub const SAS_CONTENT_TYPE: &str = "application/x-azure-sas-token; generator=hom
 /// How long a recovered secret may take to become readable (recovery is asynchronous).
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Key Vault's `innererror.code` for a write to a secret whose recovery has not completed.
+pub(crate) const BEING_RECOVERED: &str = "ObjectIsBeingRecovered";
+
 /// One version of a secret, with its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSecret {
@@ -239,7 +242,14 @@ impl KeyVaultSecrets {
             .recover_deleted_secret(name.as_str(), None)
             .await
             .map_err(|e| Self::error(Failure::from_sdk(&e), vault, action()))?;
-        // Recovery completes asynchronously: the secret is readable after a few seconds.
+        self.wait_recovered(vault, name).await
+    }
+
+    /// Waits for a recovery to complete: Key Vault recovers asynchronously, and the secret reads
+    /// as not found (and refuses writes) until it has.
+    async fn wait_recovered(&self, vault: &str, name: &SecretName) -> Result<StoredSecret> {
+        let client = self.clients.secret_client(vault)?;
+        let action = || format!("waiting for deleted secret '{name}' in {vault} to be recovered");
         let deadline = tokio::time::Instant::now() + RECOVERY_TIMEOUT;
         let mut delay = Duration::from_millis(200);
         loop {
@@ -252,11 +262,12 @@ impl KeyVaultSecrets {
                 Ok(None) => {
                     return Err(AzureError::Service {
                         service: Service::KeyVault,
-                        status: 404,
-                        code: Some("SecretNotFound".into()),
+                        status: 409,
+                        code: Some(BEING_RECOVERED.into()),
                         message: format!(
-                            "secret '{name}' in {vault} was recovered but is still not readable \
-                             after {}s; the operator retries",
+                            "secret '{name}' in {vault} is being recovered and still not readable \
+                             after {}s; the operator keeps waiting for it and generates no other \
+                             password",
                             RECOVERY_TIMEOUT.as_secs()
                         ),
                     });
@@ -349,6 +360,15 @@ impl SecretVault for KeyVaultSecrets {
                 }
                 let recovered = self.recover(vault, name).await?;
                 tracing::info!(%vault, secret = %name, version = %recovered.version, "recovered soft-deleted secret");
+                Ok(SecretOutcome::Recovered {
+                    version: recovered.version,
+                })
+            }
+            // A recovery started earlier (by another reconcile, or before a restart) has not
+            // completed: its secret is the password, so wait for it rather than create another.
+            Err(failure) if failure.inner_code.as_deref() == Some(BEING_RECOVERED) => {
+                let recovered = self.wait_recovered(vault, name).await?;
+                tracing::info!(%vault, secret = %name, version = %recovered.version, "waited for a recovery in progress");
                 Ok(SecretOutcome::Recovered {
                     version: recovered.version,
                 })

@@ -32,7 +32,7 @@ pub use config::{AzureClients, AzureConfig, Cloud, CredentialConfig, RetryConfig
 pub use error::{AzureError, AzureRole, Result, Service};
 pub use keyvault::{
     GENERATED_CONTENT_TYPE, Generator, KeyVaultSecrets, MANAGED_BY_TAG, MANAGED_BY_VALUE,
-    SAS_CONTENT_TYPE, SecretOutcome, SecretVault, StoredSecret,
+    SAS_CONTENT_TYPE, SIGNED_FOR_TAG, SecretOutcome, SecretVault, StoredSecret,
 };
 pub use names::{ContainerName, SecretName};
 pub use password::{DEFAULT_PASSWORD_LENGTH, RandomnessError, generate_password};

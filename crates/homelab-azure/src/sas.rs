@@ -347,6 +347,10 @@ pub enum RotationReason {
     /// It was signed for another storage account or container (or it does not say which): the
     /// policy or the database's container changed since.
     SignedForAnotherContainer,
+    /// Blob Storage refuses it although it has not expired by its Key Vault attributes (a
+    /// rotated account key or revoked delegation keys invalidate tokens, and a hand-edited
+    /// secret may hold another token).
+    RefusedByBlobStorage,
 }
 
 /// Rotate when less than a third of the lifetime (`issued` to `expires`) remains at `now`.
@@ -395,6 +399,17 @@ mod tests {
             signed_version: "2025-11-05".into(),
             value: b"0123456789abcdef0123456789abcdef".to_vec(),
         }
+    }
+
+    #[test]
+    fn a_user_delegation_key_prints_whose_it_is_but_never_its_value() {
+        let printed = format!("{:?}", key());
+        assert_eq!(
+            printed,
+            "UserDelegationKey { signed_oid: \"oid-1\", signed_tid: \"tid-1\", \
+             signed_start: 2026-01-01T00:00:00Z, signed_expiry: 2026-01-08T00:00:00Z, .. }"
+        );
+        assert!(!printed.contains("0123456789abcdef"));
     }
 
     #[test]
@@ -540,5 +555,13 @@ mod tests {
             rotation_decision(Some(ts("2026-02-01T00:00:00Z")), Some(expires), issued),
             RotationDecision::Keep { .. }
         ));
+        // Issued at its expiry (no lifetime at all): also judged as if issued now. Three days
+        // before expiry, a third of three days is left at one day before.
+        assert_eq!(
+            rotation_decision(Some(expires), Some(expires), ts("2026-01-28T00:00:00Z")),
+            RotationDecision::Keep {
+                rotate_at: ts("2026-01-30T00:00:00Z")
+            }
+        );
     }
 }

@@ -293,25 +293,20 @@ async fn a_sas_secret_written_by_someone_else_is_left_alone() {
     let store = azure.blob_store(az.blob_service_url()).unwrap();
     let app = unique("foreign");
     let secret = SecretName::backup_sas(&app);
-    common::sdk_secrets(az)
-        .set_secret(
-            secret.as_str(),
-            azure_security_keyvault_secrets::models::SetSecretParameters {
-                value: Some("sv=...&sig=handmade".into()),
-                ..Default::default()
-            }
-            .try_into()
-            .unwrap(),
-            None,
-        )
+    let container = ContainerName::backup(&app);
+    store.ensure_container(&container).await.unwrap();
+    // A token a person minted (`az storage container generate-sas`) and stored by hand.
+    let token = store
+        .container_sas(&container, &SasPolicy::default(), Timestamp::now())
         .await
         .unwrap();
+    set_by_hand(az, &secret, token.token.expose()).await;
     let outcome = ensure_backup_sas(
         &azure.key_vault(),
         vault,
         &secret,
         &store,
-        &ContainerName::backup(&app),
+        &container,
         &SasPolicy::default(),
         Timestamp::now(),
     )
@@ -322,6 +317,182 @@ async fn a_sas_secret_written_by_someone_else_is_left_alone() {
         "{outcome:?}"
     );
     assert_eq!(common::version_count(az, secret.as_str()).await, 1);
+}
+
+/// Stores `value` in `secret` as a person would, without the operator's tags.
+#[allow(clippy::unwrap_used)]
+async fn set_by_hand(az: &AzureEmulators, secret: &SecretName, value: &str) {
+    common::sdk_secrets(az)
+        .set_secret(
+            secret.as_str(),
+            azure_security_keyvault_secrets::models::SetSecretParameters {
+                value: Some(value.into()),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+/// A token for `container` that expired two days ago, signed as `store` signs.
+#[allow(clippy::unwrap_used)]
+async fn expired_token(store: &dyn BlobStore, container: &ContainerName) -> String {
+    let policy = SasPolicy {
+        lifetime: Duration::from_secs(86_400),
+        ..SasPolicy::default()
+    };
+    let three_days_ago = Timestamp::now() - jiff::SignedDuration::from_hours(72);
+    let token = store
+        .container_sas(container, &policy, three_days_ago)
+        .await
+        .unwrap();
+    assert!(
+        token.expires_on < Timestamp::now(),
+        "the token is not expired"
+    );
+    token.token.expose().to_owned()
+}
+
+#[tokio::test]
+async fn an_expired_sas_someone_else_stored_is_reported_with_blob_storages_answer_and_kept() {
+    let Some(az) = AzureEmulators::get_or_skip("foreign_expired_sas").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    // Signed with the account key: a user delegation key cannot start days in the past.
+    let azure = clients(
+        az,
+        AzureConfig {
+            sas_signing: SasSigning::AccountKey {
+                key_file: account_key_file(az),
+            },
+            ..emulator_config()
+        },
+    );
+    let store = azure.blob_store(az.blob_service_url()).unwrap();
+    let app = unique("stale");
+    let secret = SecretName::backup_sas(&app);
+    let container = ContainerName::backup(&app);
+    store.ensure_container(&container).await.unwrap();
+    let expired = expired_token(&store, &container).await;
+    // Azurite itself refuses it: the fault is Blob Storage's answer, not the adapter's opinion.
+    let refused = list(&sas_client(az, &store.container_url(&container), &expired))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.http_status().map(u16::from), Some(403), "{refused}");
+    set_by_hand(az, &secret, &expired).await;
+
+    let error = ensure_backup_sas(
+        &azure.key_vault(),
+        vault,
+        &secret,
+        &store,
+        &container,
+        &SasPolicy::default(),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap_err();
+    let homelab_azure::AzureError::SasRefused {
+        name,
+        container: for_container,
+        answer,
+        ..
+    } = &error
+    else {
+        panic!("expected SasRefused, got {error:?}");
+    };
+    assert_eq!(name, secret.as_str());
+    assert_eq!(for_container, container.as_str());
+    assert!(answer.starts_with("403 "), "{answer}");
+    assert!(!error.is_transient());
+    assert_eq!(
+        common::version_count(az, secret.as_str()).await,
+        1,
+        "a token someone else stored was replaced"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_sas_that_blob_storage_refuses_is_minted_again() {
+    let Some(az) = AzureEmulators::get_or_skip("refused_sas").await else {
+        return;
+    };
+    let vault = az.key_vault_url();
+    // Signed with the account key: a user delegation key cannot start days in the past.
+    let azure = clients(
+        az,
+        AzureConfig {
+            sas_signing: SasSigning::AccountKey {
+                key_file: account_key_file(az),
+            },
+            ..emulator_config()
+        },
+    );
+    let store = azure.blob_store(az.blob_service_url()).unwrap();
+    let secrets = azure.key_vault();
+    let app = unique("revoked");
+    let secret = SecretName::backup_sas(&app);
+    let container = ContainerName::backup(&app);
+    store.ensure_container(&container).await.unwrap();
+    let policy = SasPolicy::default();
+    let first = ensure_backup_sas(
+        &secrets,
+        vault,
+        &secret,
+        &store,
+        &container,
+        &policy,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let SasOutcome::Minted { expires_on, .. } = first else {
+        panic!("expected a first token, got {first:?}");
+    };
+    // The operator's own secret, still valid by its Key Vault expiry, now holds a token Blob
+    // Storage refuses (as after an account key rotation, which Azurite cannot do).
+    let signed_for = store.container_url(&container);
+    secrets
+        .set_with_expiry(
+            vault,
+            &secret,
+            &homelab_azure::SecretValue::new(expired_token(&store, &container).await),
+            homelab_azure::SAS_CONTENT_TYPE,
+            expires_on,
+            &[(homelab_azure::SIGNED_FOR_TAG, signed_for.as_str())],
+        )
+        .await
+        .unwrap();
+
+    let again = ensure_backup_sas(
+        &secrets,
+        vault,
+        &secret,
+        &store,
+        &container,
+        &policy,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            again,
+            SasOutcome::Minted {
+                reason: RotationReason::RefusedByBlobStorage,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    let stored = secrets.get(vault, &secret).await.unwrap().unwrap();
+    list(&sas_client(az, &signed_for, stored.value.expose()))
+        .await
+        .expect("the new token is accepted");
 }
 
 #[tokio::test]

@@ -252,3 +252,57 @@ async fn only_secrets_the_operator_created_are_deleted() {
         "set by a person"
     );
 }
+
+#[tokio::test]
+async fn a_recovery_in_progress_is_waited_for_and_no_password_is_generated() {
+    // A private Key Vault emulator: this test makes its recoveries take time, as Azure's do.
+    let az = AzureEmulators::start_private_key_vault()
+        .await
+        .expect("the Key Vault emulator");
+    az.set_key_vault_recovery_delay(std::time::Duration::from_secs(3))
+        .unwrap();
+    let vault = az.key_vault_url();
+    let name = SecretName::db_password(&unique("slow"));
+    let created = clients(&az, emulator_config())
+        .key_vault()
+        .ensure_password(vault, &name)
+        .await
+        .unwrap();
+    sdk_secrets(&az)
+        .delete_secret(name.as_str(), None)
+        .await
+        .unwrap();
+    let config = AzureConfig {
+        recover_soft_deleted: true,
+        ..emulator_config()
+    };
+
+    // One adapter starts the recovery; a second (another reconcile, or the operator after a
+    // restart) arrives while it runs: it reads nothing, is refused the write with
+    // `ObjectIsBeingRecovered`, and waits for the same password instead of failing or creating one.
+    let first = clients(&az, config.clone()).key_vault();
+    let second = clients(&az, config).key_vault();
+    let (first, second) = tokio::join!(first.ensure_password(vault, &name), async {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while az.key_vault_answered_while_recovering().unwrap() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the first adapter's recovery did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        second.ensure_password(vault, &name).await
+    });
+    let expected = SecretOutcome::Recovered {
+        version: created.version().to_owned(),
+    };
+    assert_eq!(first.unwrap(), expected);
+    assert_eq!(second.unwrap(), expected);
+    // The first adapter's reads, the second's read and its refused write.
+    assert!(
+        az.key_vault_answered_while_recovering().unwrap() >= 3,
+        "{} answers while recovering",
+        az.key_vault_answered_while_recovering().unwrap()
+    );
+    assert_eq!(version_count(&az, name.as_str()).await, 1);
+}

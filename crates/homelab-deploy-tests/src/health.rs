@@ -62,6 +62,7 @@ pub fn documented(kind: &str) -> Vec<(&'static str, &'static str)> {
             ("AzureForbidden", D),
             ("AzureUnauthenticated", D),
             ("SecretSoftDeleted", D),
+            ("SasTokenRefused", D),
             ("SecretDisabled", D),
             ("InvalidAzureName", D),
             ("AzureMisconfigured", D),

@@ -501,6 +501,7 @@ pub fn reason(error: &AzureError) -> &'static str {
         AzureError::Forbidden { .. } => "AzureForbidden",
         AzureError::Unauthenticated { .. } => "AzureUnauthenticated",
         AzureError::SoftDeleted { .. } => "SecretSoftDeleted",
+        AzureError::SasRefused { .. } => "SasTokenRefused",
         AzureError::SecretDisabled { .. } => "SecretDisabled",
         AzureError::InvalidName { .. } => "InvalidAzureName",
         AzureError::Config(_) => "AzureMisconfigured",

@@ -15,8 +15,7 @@ use homelab_azure::{
 };
 use homelab_testenv::TestEnv;
 use homelab_testenv::azure::AzureEmulators;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use support::*;
 
@@ -32,31 +31,7 @@ async fn setup(prefix: &str, az: &AzureEmulators) -> (kube::Client, String, Stri
     let env = TestEnv::get().await;
     let client = env.client().await.unwrap();
     let ns = env.namespace(prefix).await.unwrap();
-    let store = format!("vault-{ns}");
-    let stores: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("external-secrets.io", "v1", "ClusterSecretStore"),
-            "clustersecretstores",
-        ),
-    );
-    stores
-        .patch(
-            &store,
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "external-secrets.io/v1",
-                "kind": "ClusterSecretStore",
-                "metadata": {"name": store},
-                "spec": {"provider": {"azurekv": {
-                    "vaultUrl": az.key_vault_url(),
-                    "authType": "WorkloadIdentity",
-                    "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}
-                }}}
-            })),
-        )
-        .await
-        .unwrap();
+    let store = secret_store(&client, &ns, az).await;
     apply_value(
         &client,
         &ns,
@@ -173,16 +148,7 @@ async fn passwords_are_generated_once_and_existing_ones_adopted() {
     let adopted = unique_app(&ns, "adopt");
     // A password a person set before the database existed (as `az keyvault secret set` would)
     // is adopted, never replaced.
-    let sdk = azure_security_keyvault_secrets::SecretClient::new(
-        az.key_vault_url(),
-        az.credential(),
-        Some(azure_security_keyvault_secrets::SecretClientOptions {
-            client_options: az.client_options(),
-            verify_challenge_resource: Some(false),
-            ..Default::default()
-        }),
-    )
-    .unwrap();
+    let sdk = sdk_secret_client(az);
     sdk.set_secret(
         &format!("{adopted}-db-password"),
         azure_security_keyvault_secrets::models::SetSecretParameters {
@@ -688,5 +654,73 @@ async fn the_newest_archived_wal_is_read_from_the_container() {
         "{}",
         ready.message
     );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_soft_deleted_password_is_recovered_unchanged_however_long_recovery_takes() {
+    // A private Key Vault emulator: this test makes its recoveries take time, as Azure's do.
+    let az = AzureEmulators::start_private_key_vault()
+        .await
+        .expect("the Key Vault emulator");
+    az.set_key_vault_recovery_delay(Duration::from_secs(5))
+        .unwrap();
+    let env = TestEnv::get().await;
+    let client = env.client().await.unwrap();
+    let ns = env.namespace("azure-recovery").await.unwrap();
+    let store = secret_store(&client, &ns, &az).await;
+    let app = unique_app(&ns, "recovered");
+    let name = SecretName::db_password(&app);
+    // The password of an earlier life of the database, deleted by a person and kept soft-deleted.
+    let vault = clients(&az).key_vault();
+    let created = vault
+        .ensure_password(az.key_vault_url(), &name)
+        .await
+        .unwrap();
+    let before = vault.get(az.key_vault_url(), &name).await.unwrap().unwrap();
+    sdk_secret_client(&az)
+        .delete_secret(name.as_str(), None)
+        .await
+        .unwrap();
+
+    let recovering = homelab_azure::AzureClients::with_credential(
+        homelab_azure::AzureConfig {
+            recover_soft_deleted: true,
+            ..emulator_config()
+        },
+        az.credential(),
+        Some(az.http_client()),
+    );
+    let store_arg = format!("--default-secret-store={store}");
+    let operator = Operator::start_with_azure(&ns, &[&store_arg], recovering).await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    apply_value(
+        &client,
+        &ns,
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+               "metadata": {"name": app}, "spec": {}}),
+    )
+    .await;
+    let db = wait_azure_side(&databases, &app, false).await;
+    assert_eq!(
+        db.status.unwrap().password_origin.as_deref(),
+        Some("Recovered")
+    );
+    // The operator waited while the vault still answered "being recovered".
+    assert!(
+        az.key_vault_answered_while_recovering().unwrap() > 0,
+        "the recovery completed before anyone looked: the delay was not exercised"
+    );
+    let after = vault
+        .get(az.key_vault_url(), &name)
+        .await
+        .unwrap()
+        .expect("the recovered password");
+    assert_eq!(
+        after.version,
+        created.version(),
+        "a new password was written"
+    );
+    assert_eq!(after.value.expose(), before.value.expose());
     operator.stop().await;
 }

@@ -62,6 +62,7 @@ const PRODUCED_HERE: &[&str] = &[
     "AzureForbidden",
     "AzureUnauthenticated",
     "SecretSoftDeleted",
+    "SasTokenRefused",
     "WaitingForExternalSecrets",
     "CredentialsNotSynced",
     "ClusterCreating",
@@ -259,13 +260,26 @@ async fn missing_references_and_children_on_their_way() {
         "BackupPolicyNotFound",
     )
     .await;
-    assert!(message.contains("nightly"), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "BackupPolicy \"nightly\" does not exist in namespace {ns}: create it or fix the reference"
+        )
+    );
     let message = produced(&client, &ns, "HomelabApp", "lonely", "DatabaseNotFound").await;
-    assert!(message.contains("nowhere"), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "AppDatabase \"nowhere\" does not exist in namespace {ns}: create it or fix the reference"
+        )
+    );
 
     // CloudNativePG has not reported on the cluster (it does not run here).
     let message = produced(&client, &ns, "AppDatabase", "fresh", "ClusterCreating").await;
-    assert!(message.contains("CloudNativePG"), "{message}");
+    assert_eq!(
+        message,
+        "waiting for CloudNativePG to report on the cluster"
+    );
 
     // The cluster is healthy; ESO has not synced the credentials yet.
     play_cluster_healthy(&client, &ns, "syncing").await;
@@ -277,7 +291,13 @@ async fn missing_references_and_children_on_their_way() {
         "WaitingForExternalSecrets",
     )
     .await;
-    assert!(message.contains("syncing-db-credentials"), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "waiting for External Secrets Operator to sync syncing-db-credentials from Key Vault secret {}",
+            naming::default_password_key_vault_secret("syncing")
+        )
+    );
 
     // ESO reports that it cannot sync them.
     play_cluster_healthy(&client, &ns, "unsynced").await;
@@ -290,9 +310,9 @@ async fn missing_references_and_children_on_their_way() {
         "CredentialsNotSynced",
     )
     .await;
-    assert!(
-        message.contains("SecretSyncedError") && message.contains("unsynced-db-credentials"),
-        "{message}"
+    assert_eq!(
+        message,
+        "External Secrets Operator cannot sync unsynced-db-credentials: SecretSyncedError: could not get secret data from provider"
     );
 
     // The Deployment exists; its pod cannot run (no node here), so no replica is available.
@@ -304,7 +324,10 @@ async fn missing_references_and_children_on_their_way() {
         "ReplicasUnavailable",
     )
     .await;
-    assert!(message.contains("0/1"), "{message}");
+    assert_eq!(
+        message,
+        "0/1 replicas available: check the pods' events and logs"
+    );
 
     operator.stop().await;
 }
@@ -345,25 +368,40 @@ async fn failing_backups_and_a_restore_from_a_database_without_one() {
         async move { stores.get_opt(&store).await.ok().flatten() }
     })
     .await;
-    let now = jiff::Timestamp::now();
+    // Whole seconds, so that the message's timestamps are the ones played.
+    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap();
+    let succeeded = now - jiff::SignedDuration::from_hours(6);
+    let failed = now - jiff::SignedDuration::from_mins(5);
     stores
         .patch_status(
             &store,
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"serverRecoveryWindow": {naming::cluster("failing"): {
                 "firstRecoverabilityPoint": (now - jiff::SignedDuration::from_hours(30)).to_string(),
-                "lastSuccessfulBackupTime": (now - jiff::SignedDuration::from_hours(6)).to_string(),
-                "lastFailedBackupTime": (now - jiff::SignedDuration::from_mins(5)).to_string(),
+                "lastSuccessfulBackupTime": succeeded.to_string(),
+                "lastFailedBackupTime": failed.to_string(),
             }}}})),
         )
         .await
         .unwrap();
     let message = produced(&client, &ns, "AppDatabase", "failing", "BackupFailing").await;
-    assert!(message.contains("failed"), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "the last base backup attempt failed at {failed}; the last successful one completed at {succeeded}: check the Backup objects and the backup logs"
+        )
+    );
 
     // The source has no base backup yet: the restore waits, and creates no cluster.
     let message = produced(&client, &ns, "AppDatabase", "copy", "SourceHasNoBackup").await;
-    assert!(message.contains("empty"), "{message}");
+    assert_eq!(
+        message,
+        format!(
+            "AppDatabase empty has no base backup to restore yet (its ObjectStore {} reports no recovery window for server {}); the cluster is created once a base backup exists",
+            naming::backup_object_store("empty"),
+            naming::cluster("empty")
+        )
+    );
     let clusters = dynamic_api(&client, &ns, CNPG, "Cluster");
     assert!(
         clusters
@@ -543,31 +581,12 @@ impl azure_core::credentials::TokenCredential for WrongAudience {
     }
 }
 
-/// A ClusterSecretStore named after `ns` that reads the emulated vault.
-async fn secret_store(client: &kube::Client, ns: &str, az: &AzureEmulators) -> String {
-    let store = format!("vault-{ns}");
-    Api::<DynamicObject>::all_with(client.clone(), &resource(ESO, "ClusterSecretStore"))
-        .patch(
-            &store,
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(json!({
-                "apiVersion": ESO, "kind": "ClusterSecretStore",
-                "metadata": {"name": store},
-                "spec": {"provider": {"azurekv": {
-                    "vaultUrl": az.key_vault_url(), "authType": "WorkloadIdentity",
-                    "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}
-                }}}
-            })),
-        )
-        .await
-        .unwrap();
-    store
-}
-
 #[tokio::test]
 async fn key_vault_refusals_say_what_to_do() {
-    // A private set of emulators: this test injects faults.
-    let az = AzureEmulators::start().await.expect("Azure emulators");
+    // A private Key Vault emulator: this test injects faults.
+    let az = AzureEmulators::start_private_key_vault()
+        .await
+        .expect("the Key Vault emulator");
     let (client, ns) = setup("reasons-azure").await;
     let store = secret_store(&client, &ns, &az).await;
     let store_arg = format!("--default-secret-store={store}");
@@ -597,16 +616,7 @@ async fn key_vault_refusals_say_what_to_do() {
 
     // A password secret that was deleted and is kept soft-deleted by the vault.
     let deleted = unique_app(&ns, "deleted");
-    let sdk = azure_security_keyvault_secrets::SecretClient::new(
-        az.key_vault_url(),
-        az.credential(),
-        Some(azure_security_keyvault_secrets::SecretClientOptions {
-            client_options: az.client_options(),
-            verify_challenge_resource: Some(false),
-            ..Default::default()
-        }),
-    )
-    .unwrap();
+    let sdk = sdk_secret_client(&az);
     let secret = format!("{deleted}-db-password");
     sdk.set_secret(
         &secret,
@@ -660,9 +670,95 @@ async fn key_vault_refusals_say_what_to_do() {
 }
 
 #[tokio::test]
+async fn a_sas_token_blob_storage_refuses_is_reported_and_kept() {
+    let az = AzureEmulators::get().await;
+    let (client, ns) = setup("reasons-sas").await;
+    let store = secret_store(&client, &ns, az).await;
+    let app = unique_app(&ns, "stale");
+    let container = homelab_azure::ContainerName::backup(&app);
+    let secret = homelab_azure::SecretName::backup_sas(&app);
+    // A token for the database's container that a person stored by hand; it expired two days
+    // ago, and Azurite refuses it for that.
+    let now = jiff::Timestamp::now();
+    let expired = homelab_azure::sign_service_sas(
+        homelab_azure::SasScope {
+            account: az.account_name(),
+            container: &container,
+        },
+        &homelab_azure::SecretValue::new(az.account_key()),
+        &homelab_azure::SasPolicy::default(),
+        now - jiff::SignedDuration::from_hours(72),
+        now - jiff::SignedDuration::from_hours(48),
+    )
+    .unwrap();
+    sdk_secret_client(az)
+        .set_secret(
+            secret.as_str(),
+            azure_security_keyvault_secrets::models::SetSecretParameters {
+                value: Some(expired.token.expose().to_owned()),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let store_arg = format!("--default-secret-store={store}");
+    let operator =
+        Operator::start_with_azure(&ns, &[&store_arg], emulator_clients(az, az.credential())).await;
+    apply_kind(
+        &client,
+        &ns,
+        "BackupPolicy",
+        "daily",
+        json!({"storage": {"azure": {
+            "storageAccount": az.account_name(),
+            "endpoint": az.blob_service_url(),
+            "credentials": {"mode": "SasToken"}
+        }}}),
+    )
+    .await;
+    apply_kind(
+        &client,
+        &ns,
+        "AppDatabase",
+        &app,
+        json!({"backup": {"policyRef": {"name": "daily"}}}),
+    )
+    .await;
+    let message = produced(&client, &ns, "AppDatabase", &app, "SasTokenRefused").await;
+    let vault = az.key_vault_url().trim_end_matches('/');
+    assert!(
+        message.starts_with(&format!(
+            "Blob Storage refuses the SAS token in Key Vault secret '{secret}' ({vault}) for container '{container}' (403 "
+        )) && message.ends_with(
+            "store a valid token there, or delete the secret to let the operator mint and rotate one"
+        ),
+        "{message}"
+    );
+    // Not replaced: the person's token is still the only version.
+    let versions: Vec<_> = futures::TryStreamExt::try_collect(
+        sdk_secret_client(az)
+            .list_secret_properties_versions(secret.as_str(), None)
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        versions.len(),
+        1,
+        "the token someone else stored was replaced"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
 async fn throttling_is_waited_out_as_retry_after_says() {
-    // A private set of emulators: this test injects faults.
-    let az = AzureEmulators::start().await.expect("Azure emulators");
+    // A private Key Vault emulator: this test injects faults.
+    let az = AzureEmulators::start_private_key_vault()
+        .await
+        .expect("the Key Vault emulator");
     let (client, ns) = setup("reasons-throttled").await;
     let store = secret_store(&client, &ns, &az).await;
     let store_arg = format!("--default-secret-store={store}");

@@ -475,7 +475,17 @@ pub fn emulator_clients(
     az: &homelab_testenv::azure::AzureEmulators,
     credential: std::sync::Arc<dyn azure_core::credentials::TokenCredential>,
 ) -> homelab_azure::AzureClients {
-    let config = homelab_azure::AzureConfig {
+    homelab_azure::AzureClients::with_credential(
+        emulator_config(),
+        credential,
+        Some(az.http_client()),
+    )
+}
+
+/// The operator's Azure configuration for the emulators: their challenge names vault.azure.net,
+/// which 127.0.0.1 is not part of, and retries are short so that failures show quickly.
+pub fn emulator_config() -> homelab_azure::AzureConfig {
+    homelab_azure::AzureConfig {
         skip_challenge_resource_check: true,
         retry: homelab_azure::RetryConfig {
             max_retries: 1,
@@ -483,8 +493,23 @@ pub fn emulator_clients(
             max_elapsed: Duration::from_secs(3),
         },
         ..homelab_azure::AzureConfig::default()
-    };
-    homelab_azure::AzureClients::with_credential(config, credential, Some(az.http_client()))
+    }
+}
+
+/// The official SDK's Key Vault client, to act on the vault as a person with `az` would.
+pub fn sdk_secret_client(
+    az: &homelab_testenv::azure::AzureEmulators,
+) -> azure_security_keyvault_secrets::SecretClient {
+    azure_security_keyvault_secrets::SecretClient::new(
+        az.key_vault_url(),
+        az.credential(),
+        Some(azure_security_keyvault_secrets::SecretClientOptions {
+            client_options: az.client_options(),
+            verify_challenge_resource: Some(false),
+            ..Default::default()
+        }),
+    )
+    .expect("the SDK's Key Vault client")
 }
 
 /// `base` with the random end of namespace `ns`: app names become Key Vault secret and container
@@ -498,4 +523,32 @@ pub fn unique_app(ns: &str, base: &str) -> String {
         .take(5)
         .collect();
     format!("{base}-{suffix}")
+}
+
+/// A ClusterSecretStore named after `ns` that reads the emulated vault.
+pub async fn secret_store(
+    client: &kube::Client,
+    ns: &str,
+    az: &homelab_testenv::azure::AzureEmulators,
+) -> String {
+    let store = format!("vault-{ns}");
+    Api::<DynamicObject>::all_with(
+        client.clone(),
+        &resource("external-secrets.io/v1", "ClusterSecretStore"),
+    )
+    .patch(
+        &store,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+            "metadata": {"name": store},
+            "spec": {"provider": {"azurekv": {
+                "vaultUrl": az.key_vault_url(), "authType": "WorkloadIdentity",
+                "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}
+            }}}
+        })),
+    )
+    .await
+    .unwrap();
+    store
 }

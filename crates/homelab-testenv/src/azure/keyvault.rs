@@ -16,7 +16,9 @@
 //!   `maxresults` and `nextLink`), `PATCH /secrets/{name}[/{version}]`.
 //! - `DELETE /secrets/{name}` soft-deletes (recovery level `Recoverable+Purgeable`, 90 days);
 //!   `GET /deletedsecrets[/{name}]`, `POST /deletedsecrets/{name}/recover`,
-//!   `DELETE /deletedsecrets/{name}` (purge).
+//!   `DELETE /deletedsecrets/{name}` (purge). Recovery is asynchronous as in Azure when a
+//!   recovery delay is set: until it completes the secret reads as `SecretNotFound` and a write is
+//!   refused with `409 Conflict` / `ObjectIsBeingRecovered`.
 //! - Errors in Key Vault's shape, `{"error":{"code":..,"message":..,"innererror":{..}}}`, with
 //!   the service's codes (`SecretNotFound`, `Conflict`, `Forbidden`, `BadParameter`,
 //!   `Unauthorized`).
@@ -112,6 +114,28 @@ struct Vault {
     /// Keyed by lower-cased name: Key Vault names are case-insensitive.
     secrets: BTreeMap<String, Secret>,
     deleted: BTreeMap<String, DeletedSecret>,
+    /// Secrets whose recovery was accepted and has not completed, with when it completes. Azure
+    /// recovers asynchronously: until then a read answers 404 and a write 409
+    /// `ObjectIsBeingRecovered`.
+    recovering: BTreeMap<String, (Secret, std::time::Instant)>,
+}
+
+impl Vault {
+    /// Completes the recoveries that are due.
+    fn settle_recoveries(&mut self) {
+        let now = std::time::Instant::now();
+        let due: Vec<String> = self
+            .recovering
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            if let Some((secret, _)) = self.recovering.remove(&key) {
+                self.secrets.insert(key, secret);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -123,11 +147,29 @@ struct Shared {
     fault: Mutex<Option<KeyVaultFault>>,
     /// When each request answered with an injected fault arrived.
     faulted: Mutex<Vec<std::time::Instant>>,
+    /// How long a recovery of a deleted secret takes (zero: it completes with the request).
+    recovery_delay: Mutex<Duration>,
+    /// How many requests were answered "still recovering" (a 404 read, a 409 write).
+    answered_while_recovering: Mutex<usize>,
 }
 
 impl Shared {
     fn vault(&self) -> MutexGuard<'_, Vault> {
-        self.vault.lock().unwrap_or_else(|p| p.into_inner())
+        let mut vault = self.vault.lock().unwrap_or_else(|p| p.into_inner());
+        vault.settle_recoveries();
+        vault
+    }
+    fn recovery_delay(&self) -> Duration {
+        *self
+            .recovery_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+    fn count_answer_while_recovering(&self) {
+        *self
+            .answered_while_recovering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) += 1;
     }
     fn fault(&self) -> MutexGuard<'_, Option<KeyVaultFault>> {
         self.fault.lock().unwrap_or_else(|p| p.into_inner())
@@ -212,6 +254,8 @@ impl KeyVaultEmulator {
             vault: Mutex::default(),
             fault: Mutex::default(),
             faulted: Mutex::default(),
+            recovery_delay: Mutex::default(),
+            answered_while_recovering: Mutex::default(),
         });
         let emulator = Self {
             shared,
@@ -292,6 +336,26 @@ impl KeyVaultEmulator {
     /// sees whether a client waited as a `Retry-After` told it to.
     pub fn faulted_requests(&self) -> Vec<std::time::Instant> {
         self.shared.faulted().clone()
+    }
+
+    /// Makes every later recovery of a deleted secret take `delay`, as Azure's asynchronous
+    /// recovery does (seconds, sometimes more): meanwhile the secret reads as not found and
+    /// cannot be written.
+    pub fn set_recovery_delay(&self, delay: Duration) {
+        *self
+            .shared
+            .recovery_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    /// How many requests were answered "still being recovered" so far.
+    pub fn answered_while_recovering(&self) -> usize {
+        *self
+            .shared
+            .answered_while_recovering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn server_slot(&self) -> MutexGuard<'_, Option<Server>> {
@@ -577,6 +641,17 @@ async fn set_secret(
     };
     let key = name.to_ascii_lowercase();
     let mut vault = shared.vault();
+    if vault.recovering.contains_key(&key) {
+        shared.count_answer_while_recovering();
+        return kv_error(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!(
+                "Secret {name} is currently being recovered and cannot be re-created; retry later."
+            ),
+            Some("ObjectIsBeingRecovered"),
+        );
+    }
     if vault.deleted.contains_key(&key) {
         return kv_error(
             StatusCode::CONFLICT,
@@ -630,6 +705,9 @@ fn read_secret(shared: &Shared, name: &str, version: Option<&str>) -> Response {
         .get(&name.to_ascii_lowercase())
         .and_then(|s| find_version(s, version).map(|v| (s, v)));
     let Some((secret, version)) = found else {
+        if vault.recovering.contains_key(&name.to_ascii_lowercase()) {
+            shared.count_answer_while_recovering();
+        }
         return secret_not_found(name, version);
     };
     if !version.enabled {
@@ -793,7 +871,14 @@ async fn recover_deleted(State(shared): State<Arc<Shared>>, Path(name): Path<Str
         return internal("a deleted secret without versions");
     };
     let body = bundle(&shared.base_url, &secret.name, latest, false);
-    vault.secrets.insert(key, secret);
+    let delay = shared.recovery_delay();
+    if delay.is_zero() {
+        vault.secrets.insert(key, secret);
+    } else {
+        vault
+            .recovering
+            .insert(key, (secret, std::time::Instant::now() + delay));
+    }
     ok(body)
 }
 

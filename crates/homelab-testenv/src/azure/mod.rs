@@ -215,6 +215,12 @@ impl AzureEmulators {
         Self::start_with(true).await
     }
 
+    /// A private Key Vault emulator without Azurite, for tests that inject faults or delays
+    /// into Key Vault only.
+    pub async fn start_private_key_vault() -> Result<Self, AzureEmulatorError> {
+        Self::start_with(false).await
+    }
+
     /// Starts Key Vault, and Azurite when `with_azurite`.
     async fn start_with(with_azurite: bool) -> Result<Self, AzureEmulatorError> {
         let runtime = runtime()?;
@@ -499,6 +505,31 @@ impl AzureEmulators {
             KeyVaultBackend::Emulator(kv) => Ok(kv.faulted_requests()),
             KeyVaultBackend::Lowkey(_) => Err(AzureEmulatorError::Unsupported(
                 "Lowkey Vault cannot inject faults".into(),
+            )),
+        }
+    }
+
+    /// Makes later recoveries of deleted secrets take `delay` in the Key Vault emulator, as
+    /// Azure's asynchronous recovery does.
+    pub fn set_key_vault_recovery_delay(&self, delay: Duration) -> Result<(), AzureEmulatorError> {
+        match &self.local()?.key_vault {
+            KeyVaultBackend::Emulator(kv) => {
+                kv.set_recovery_delay(delay);
+                Ok(())
+            }
+            KeyVaultBackend::Lowkey(_) => Err(AzureEmulatorError::Unsupported(
+                "Lowkey Vault cannot delay recoveries".into(),
+            )),
+        }
+    }
+
+    /// How many Key Vault requests were answered "still being recovered" (a read that found
+    /// nothing, a write refused) while a delayed recovery ran.
+    pub fn key_vault_answered_while_recovering(&self) -> Result<usize, AzureEmulatorError> {
+        match &self.local()?.key_vault {
+            KeyVaultBackend::Emulator(kv) => Ok(kv.answered_while_recovering()),
+            KeyVaultBackend::Lowkey(_) => Err(AzureEmulatorError::Unsupported(
+                "Lowkey Vault cannot delay recoveries".into(),
             )),
         }
     }
