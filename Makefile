@@ -1,5 +1,5 @@
 # Task runner. Targets stay thin: the logic lives in hack/ and in the Rust crates.
-.PHONY: test e2e lint control-plane node argocd demo crds bench bench-data-plane chaos fuzz
+.PHONY: test e2e lint control-plane node argocd demo crds bench bench-data-plane chaos fuzz mutants
 
 # Every test of the workspace, against one real control plane (built first if not cached).
 test:
@@ -62,6 +62,10 @@ chaos:
 FUZZ_CASES ?= 1000000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p homelab-render --test fuzz -- --test-threads=2
+
+# Mutation check of the pure schedule, quantity, WAL and SAS code (docs/mutation.md).
+mutants:
+	bash hack/mutants.sh
 
 # The seed examples on the data plane (a real node; needs root), the operator in the cluster.
 # DEMO_ARGS=--once shows the result and stops.

@@ -219,6 +219,37 @@ mod tests {
     }
 
     #[test]
+    fn a_step_may_be_as_long_as_its_field_and_no_longer() {
+        assert_eq!(ok("*/60 */24 * * *"), "0 */60 */24 * * *");
+        assert_eq!(ok("0 0 */31 */12 */7"), "0 0 0 */31 */12 */7");
+        assert_eq!(
+            err("*/61 * * * *"),
+            "minute field \"*/61\": step 61 must be between 1 and 60"
+        );
+        assert_eq!(
+            err("0 0 */32 * *"),
+            "day of month field \"*/32\": step 32 must be between 1 and 31"
+        );
+        assert_eq!(
+            err("0 0 * */13 *"),
+            "month field \"*/13\": step 13 must be between 1 and 12"
+        );
+    }
+
+    #[test]
+    fn only_a_seven_in_the_day_of_week_gets_the_sunday_hint() {
+        assert_eq!(
+            err("0 0 * * 7"),
+            "day of week field \"7\": 7 is outside 0-6 (use 0 for Sunday)"
+        );
+        assert_eq!(
+            err("0 0 * * 8"),
+            "day of week field \"8\": 8 is outside 0-6"
+        );
+        assert_eq!(err("0 0 * 13 *"), "month field \"13\": 13 is outside 1-12");
+    }
+
+    #[test]
     fn prepends_seconds() {
         assert_eq!(ok("0 1 * * *"), "0 0 1 * * *");
         assert_eq!(ok("30 4 * * 0"), "0 30 4 * * 0");

@@ -29,7 +29,7 @@ pub fn seconds(value: &str) -> Option<u64> {
         "h" => 3600,
         _ => return None,
     };
-    (number > 0).then(|| number.saturating_mul(factor))
+    Some(number.saturating_mul(factor))
 }
 
 /// A drill's `heartbeatInterval` in seconds, or `None` when it is `off`.
@@ -49,7 +49,7 @@ pub fn heartbeat_interval(value: &str) -> Result<Option<u64>, String> {
 /// `retentionPolicy` takes, and returns it unchanged.
 pub fn retention_policy(value: &str) -> Result<String, String> {
     match split_number(value) {
-        Some((number, "d" | "w" | "m")) if number > 0 => Ok(value.to_string()),
+        Some((_, "d" | "w" | "m")) => Ok(value.to_string()),
         _ => Err(
             "expected a positive number followed by d (days), w (weeks) or m (months), e.g. 7d"
                 .to_string(),
@@ -69,9 +69,12 @@ pub fn mebibytes(size: &str) -> Option<u64> {
     number.checked_mul(factor)
 }
 
+/// The leading number of `value` and the rest: a positive number of at most nine digits without
+/// a leading zero (so never 0), or `None`.
 fn split_number(value: &str) -> Option<(u64, &str)> {
     let digits = value.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 || digits > 9 || value.starts_with('0') {
+    // No digit at all fails the parse below.
+    if digits > 9 || value.starts_with('0') {
         return None;
     }
     let (number, unit) = value.split_at(digits);
@@ -83,12 +86,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_in_seconds() {
+        assert_eq!(seconds("45s"), Some(45));
+        assert_eq!(seconds("5m"), Some(300));
+        assert_eq!(seconds("2h"), Some(7200));
+        assert_eq!(seconds("1d"), None);
+        assert_eq!(seconds("0s"), None);
+        assert_eq!(seconds("m"), None);
+    }
+
+    #[test]
+    fn heartbeat_intervals_are_seconds_or_minutes_or_off() {
+        assert_eq!(heartbeat_interval("30s"), Ok(Some(30)));
+        assert_eq!(heartbeat_interval("1m"), Ok(Some(60)));
+        assert_eq!(heartbeat_interval("off"), Ok(None));
+        assert!(heartbeat_interval("1h").is_err());
+        assert!(heartbeat_interval("0s").is_err());
+    }
+
+    #[test]
     fn sizes_in_mebibytes() {
         assert_eq!(mebibytes("512Mi"), Some(512));
         assert_eq!(mebibytes("15Gi"), Some(15 * 1024));
         assert_eq!(mebibytes("2Ti"), Some(2 * 1024 * 1024));
         assert_eq!(mebibytes("15G"), None);
         assert_eq!(mebibytes("Gi"), None);
+        assert_eq!(mebibytes("999999999Mi"), Some(999_999_999));
+        assert_eq!(mebibytes("1000000000Mi"), None, "ten digits");
     }
 
     #[test]
