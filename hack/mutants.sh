@@ -17,6 +17,7 @@ fi
 
 bash hack/install-azurite.sh >/dev/null
 out="${MUTANTS_OUT:-${CARGO_TARGET_DIR:-target}/mutants}"
+mkdir -p "$out"
 status=0
 # The renderer's unit tests and its pure integration tests (golden snapshots, properties); the
 # dry-run test needs an apiserver and the fuzz test is its own target (`make fuzz`).
@@ -28,6 +29,10 @@ cargo mutants --in-place -p homelab-azure \
   -f crates/homelab-azure/src/wal.rs -f crates/homelab-azure/src/sas.rs \
   -o "$out/azure" ${MUTANTS_ARGS:-} -- --lib --test blob_sas || status=$?
 for part in render azure; do
+  if [ ! -d "$out/$part/mutants.out" ]; then
+    echo "[mutants] $part: no result (see the output above)"
+    continue
+  fi
   echo "[mutants] $part: $(wc -l < "$out/$part/mutants.out/caught.txt") caught," \
     "$(wc -l < "$out/$part/mutants.out/missed.txt") missed," \
     "$(wc -l < "$out/$part/mutants.out/timeout.txt") timed out," \
