@@ -206,13 +206,7 @@ async fn backup_sas_is_stored_with_its_expiry_and_rotated_when_a_third_remains()
         return;
     };
     let vault = az.key_vault_url();
-    let config = AzureConfig {
-        sas_signing: SasSigning::AccountKey {
-            key_file: account_key_file(az),
-        },
-        ..emulator_config()
-    };
-    let azure = clients(az, config);
+    let azure = clients(az, common::account_key_config(az));
     let store = azure.blob_store(az.blob_service_url()).unwrap();
     let secrets = azure.key_vault();
     let app = unique("rot");
@@ -300,7 +294,7 @@ async fn a_sas_secret_written_by_someone_else_is_left_alone() {
         .container_sas(&container, &SasPolicy::default(), Timestamp::now())
         .await
         .unwrap();
-    set_by_hand(az, &secret, token.token.expose()).await;
+    common::set_by_hand(az, secret.as_str(), token.token.expose()).await;
     let outcome = ensure_backup_sas(
         &azure.key_vault(),
         vault,
@@ -317,24 +311,6 @@ async fn a_sas_secret_written_by_someone_else_is_left_alone() {
         "{outcome:?}"
     );
     assert_eq!(common::version_count(az, secret.as_str()).await, 1);
-}
-
-/// Stores `value` in `secret` as a person would, without the operator's tags.
-#[allow(clippy::unwrap_used)]
-async fn set_by_hand(az: &AzureEmulators, secret: &SecretName, value: &str) {
-    common::sdk_secrets(az)
-        .set_secret(
-            secret.as_str(),
-            azure_security_keyvault_secrets::models::SetSecretParameters {
-                value: Some(value.into()),
-                ..Default::default()
-            }
-            .try_into()
-            .unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
 }
 
 /// A token for `container` that expired two days ago, signed as `store` signs.
@@ -362,16 +338,7 @@ async fn an_expired_sas_someone_else_stored_is_reported_with_blob_storages_answe
         return;
     };
     let vault = az.key_vault_url();
-    // Signed with the account key: a user delegation key cannot start days in the past.
-    let azure = clients(
-        az,
-        AzureConfig {
-            sas_signing: SasSigning::AccountKey {
-                key_file: account_key_file(az),
-            },
-            ..emulator_config()
-        },
-    );
+    let azure = clients(az, common::account_key_config(az));
     let store = azure.blob_store(az.blob_service_url()).unwrap();
     let app = unique("stale");
     let secret = SecretName::backup_sas(&app);
@@ -383,7 +350,7 @@ async fn an_expired_sas_someone_else_stored_is_reported_with_blob_storages_answe
         .await
         .unwrap_err();
     assert_eq!(refused.http_status().map(u16::from), Some(403), "{refused}");
-    set_by_hand(az, &secret, &expired).await;
+    common::set_by_hand(az, secret.as_str(), &expired).await;
 
     let error = ensure_backup_sas(
         &azure.key_vault(),
@@ -422,16 +389,7 @@ async fn a_stored_sas_that_blob_storage_refuses_is_minted_again() {
         return;
     };
     let vault = az.key_vault_url();
-    // Signed with the account key: a user delegation key cannot start days in the past.
-    let azure = clients(
-        az,
-        AzureConfig {
-            sas_signing: SasSigning::AccountKey {
-                key_file: account_key_file(az),
-            },
-            ..emulator_config()
-        },
-    );
+    let azure = clients(az, common::account_key_config(az));
     let store = azure.blob_store(az.blob_service_url()).unwrap();
     let secrets = azure.key_vault();
     let app = unique("revoked");
@@ -501,13 +459,7 @@ async fn a_stored_sas_for_another_container_is_minted_again_for_this_one() {
         return;
     };
     let vault = az.key_vault_url();
-    let config = AzureConfig {
-        sas_signing: SasSigning::AccountKey {
-            key_file: account_key_file(az),
-        },
-        ..emulator_config()
-    };
-    let azure = clients(az, config);
+    let azure = clients(az, common::account_key_config(az));
     let store = azure.blob_store(az.blob_service_url()).unwrap();
     let secrets = azure.key_vault();
     let app = unique("moved");

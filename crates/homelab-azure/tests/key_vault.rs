@@ -227,19 +227,7 @@ async fn only_secrets_the_operator_created_are_deleted() {
     assert!(!adapter.delete_managed(vault, &ours).await.unwrap());
 
     let foreign = SecretName::db_password(&unique("keep"));
-    sdk_secrets(az)
-        .set_secret(
-            foreign.as_str(),
-            SetSecretParameters {
-                value: Some("set by a person".into()),
-                ..Default::default()
-            }
-            .try_into()
-            .unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    common::set_by_hand(az, foreign.as_str(), "set by a person").await;
     assert!(!adapter.delete_managed(vault, &foreign).await.unwrap());
     assert_eq!(
         adapter

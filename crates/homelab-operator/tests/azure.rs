@@ -148,19 +148,7 @@ async fn passwords_are_generated_once_and_existing_ones_adopted() {
     let adopted = unique_app(&ns, "adopt");
     // A password a person set before the database existed (as `az keyvault secret set` would)
     // is adopted, never replaced.
-    let sdk = sdk_secret_client(az);
-    sdk.set_secret(
-        &format!("{adopted}-db-password"),
-        azure_security_keyvault_secrets::models::SetSecretParameters {
-            value: Some("chosen-by-a-human".into()),
-            ..Default::default()
-        }
-        .try_into()
-        .unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
+    set_by_hand(az, &format!("{adopted}-db-password"), "chosen-by-a-human").await;
     let preset = vault
         .get(
             az.key_vault_url(),

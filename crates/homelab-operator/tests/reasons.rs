@@ -616,21 +616,12 @@ async fn key_vault_refusals_say_what_to_do() {
 
     // A password secret that was deleted and is kept soft-deleted by the vault.
     let deleted = unique_app(&ns, "deleted");
-    let sdk = sdk_secret_client(&az);
     let secret = format!("{deleted}-db-password");
-    sdk.set_secret(
-        &secret,
-        azure_security_keyvault_secrets::models::SetSecretParameters {
-            value: Some("set-by-a-human".into()),
-            ..Default::default()
-        }
-        .try_into()
-        .unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    sdk.delete_secret(&secret, None).await.unwrap();
+    set_by_hand(&az, &secret, "set-by-a-human").await;
+    sdk_secret_client(&az)
+        .delete_secret(&secret, None)
+        .await
+        .unwrap();
     apply_kind(&client, &ns, "AppDatabase", &deleted, json!({})).await;
     let message = produced(&client, &ns, "AppDatabase", &deleted, "SecretSoftDeleted").await;
     assert!(
@@ -691,19 +682,7 @@ async fn a_sas_token_blob_storage_refuses_is_reported_and_kept() {
         now - jiff::SignedDuration::from_hours(48),
     )
     .unwrap();
-    sdk_secret_client(az)
-        .set_secret(
-            secret.as_str(),
-            azure_security_keyvault_secrets::models::SetSecretParameters {
-                value: Some(expired.token.expose().to_owned()),
-                ..Default::default()
-            }
-            .try_into()
-            .unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    set_by_hand(az, secret.as_str(), expired.token.expose()).await;
     let store_arg = format!("--default-secret-store={store}");
     let operator =
         Operator::start_with_azure(&ns, &[&store_arg], emulator_clients(az, az.credential())).await;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
-use homelab_azure::{AzureClients, AzureConfig, RetryConfig};
+use homelab_azure::{AzureClients, AzureConfig, RetryConfig, SasSigning};
 use homelab_testenv::azure::AzureEmulators;
 
 /// A name no other test uses.
@@ -46,6 +46,35 @@ pub fn sdk_secrets(az: &AzureEmulators) -> SecretClient {
         }),
     )
     .expect("SDK secret client")
+}
+
+/// Stores `value` in the vault's secret `name` as a person would with `az keyvault secret set`:
+/// without the operator's tags.
+pub async fn set_by_hand(az: &AzureEmulators, name: &str, value: &str) {
+    sdk_secrets(az)
+        .set_secret(
+            name,
+            azure_security_keyvault_secrets::models::SetSecretParameters {
+                value: Some(value.into()),
+                ..Default::default()
+            }
+            .try_into()
+            .expect("secret parameters"),
+            None,
+        )
+        .await
+        .expect("setting a secret by hand");
+}
+
+/// Adapter configuration for the emulators that signs service SAS tokens with Azurite's account
+/// key (a user delegation key cannot start in the past, which expired tokens need).
+pub fn account_key_config(az: &AzureEmulators) -> AzureConfig {
+    AzureConfig {
+        sas_signing: SasSigning::AccountKey {
+            key_file: account_key_file(az),
+        },
+        ..emulator_config()
+    }
 }
 
 /// How many versions `name` has.

@@ -552,3 +552,21 @@ pub async fn secret_store(
     .unwrap();
     store
 }
+
+/// Stores `value` in the vault's secret `name` as a person would with `az keyvault secret set`:
+/// without the operator's tags.
+pub async fn set_by_hand(az: &homelab_testenv::azure::AzureEmulators, name: &str, value: &str) {
+    sdk_secret_client(az)
+        .set_secret(
+            name,
+            azure_security_keyvault_secrets::models::SetSecretParameters {
+                value: Some(value.into()),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+}
