@@ -3,6 +3,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::reasons::Reason;
+
 /// Summary condition on every kind: `True` when everything the resource asks for is in place.
 pub const READY: &str = "Ready";
 
@@ -59,7 +61,7 @@ impl Status {
 pub struct Observed {
     pub type_: &'static str,
     pub status: Status,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -67,13 +69,13 @@ impl Observed {
     pub fn new(
         type_: &'static str,
         status: Status,
-        reason: impl Into<String>,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_,
             status,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -102,7 +104,7 @@ pub fn merge(
             Condition {
                 type_: o.type_.to_string(),
                 status: status.to_string(),
-                reason: o.reason.clone(),
+                reason: o.reason.as_str().to_string(),
                 message: o.message.clone(),
                 observed_generation: generation,
                 last_transition_time,
@@ -121,6 +123,16 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == "True")
 }
 
+/// Sets `condition` by its type: replaces the condition of that type, or adds it (`Ready` first,
+/// any other type last).
+pub fn set(list: &mut Vec<Observed>, condition: Observed) {
+    match list.iter_mut().find(|c| c.type_ == condition.type_) {
+        Some(existing) => *existing = condition,
+        None if condition.type_ == READY => list.insert(0, condition),
+        None => list.push(condition),
+    }
+}
+
 /// Summarises specific conditions into `Ready`: the first one that is not `True` gives its
 /// reason and message; otherwise `Ready=True` with `ready_message`.
 pub fn summarize(specific: &[Observed], ready_message: &str) -> Observed {
@@ -132,10 +144,10 @@ pub fn summarize(specific: &[Observed], ready_message: &str) -> Observed {
             } else {
                 Status::Unknown
             },
-            blocking.reason.clone(),
+            blocking.reason,
             blocking.message.clone(),
         ),
-        None => Observed::new(READY, Status::True, "Ready", ready_message),
+        None => Observed::new(READY, Status::True, Reason::Ready, ready_message),
     }
 }
 
@@ -153,22 +165,32 @@ mod tests {
         let t1 = time("2026-01-02T00:00:00Z");
         let first = merge(
             &[],
-            &[Observed::new(READY, Status::False, "Waiting", "a")],
+            &[Observed::new(
+                READY,
+                Status::False,
+                Reason::ClusterCreating,
+                "a",
+            )],
             Some(1),
             &t0,
         );
         let second = merge(
             &first,
-            &[Observed::new(READY, Status::False, "Other", "b")],
+            &[Observed::new(
+                READY,
+                Status::False,
+                Reason::ClusterNotHealthy,
+                "b",
+            )],
             Some(2),
             &t1,
         );
         assert_eq!(second[0].last_transition_time, t0);
-        assert_eq!(second[0].reason, "Other");
+        assert_eq!(second[0].reason, "ClusterNotHealthy");
         assert_eq!(second[0].observed_generation, Some(2));
         let third = merge(
             &second,
-            &[Observed::new(READY, Status::True, "Ready", "c")],
+            &[Observed::new(READY, Status::True, Reason::Ready, "c")],
             Some(2),
             &t1,
         );
@@ -176,21 +198,61 @@ mod tests {
     }
 
     #[test]
+    fn conditions_are_set_by_type() {
+        let mut list = vec![Observed::new(
+            CLUSTER_READY,
+            Status::True,
+            Reason::ClusterHealthy,
+            "",
+        )];
+        set(
+            &mut list,
+            Observed::new(READY, Status::False, Reason::CRDNotInstalled, "a"),
+        );
+        set(
+            &mut list,
+            Observed::new(CLUSTER_READY, Status::False, Reason::ClusterNotHealthy, "b"),
+        );
+        set(
+            &mut list,
+            Observed::new(READY, Status::False, Reason::ClusterNotHealthy, "c"),
+        );
+        let seen: Vec<_> = list.iter().map(|c| (c.type_, c.reason)).collect();
+        assert_eq!(
+            seen,
+            [
+                (READY, Reason::ClusterNotHealthy),
+                (CLUSTER_READY, Reason::ClusterNotHealthy)
+            ]
+        );
+    }
+
+    #[test]
     fn summary_takes_the_first_blocking_condition() {
         let specific = [
-            Observed::new(CLUSTER_READY, Status::True, "Healthy", ""),
+            Observed::new(CLUSTER_READY, Status::True, Reason::ClusterHealthy, ""),
             Observed::new(
                 CREDENTIALS_READY,
                 Status::False,
-                "SecretNotSynced",
+                Reason::CredentialsNotSynced,
                 "waiting for ESO",
             ),
-            Observed::new(BACKUP_READY, Status::Unknown, "NoBackupYet", ""),
+            Observed::new(
+                BACKUP_READY,
+                Status::Unknown,
+                Reason::WaitingForFirstBackup,
+                "",
+            ),
         ];
         let ready = summarize(&specific, "all good");
         assert_eq!(ready.status, Status::False);
-        assert_eq!(ready.reason, "SecretNotSynced");
-        let all_true = [Observed::new(CLUSTER_READY, Status::True, "Healthy", "")];
+        assert_eq!(ready.reason, Reason::CredentialsNotSynced);
+        let all_true = [Observed::new(
+            CLUSTER_READY,
+            Status::True,
+            Reason::ClusterHealthy,
+            "",
+        )];
         assert_eq!(summarize(&all_true, "all good").status, Status::True);
     }
 }

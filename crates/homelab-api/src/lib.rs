@@ -14,6 +14,7 @@ pub mod conditions;
 pub mod crd;
 pub mod homelab_app;
 pub mod naming;
+pub mod reasons;
 pub mod reference;
 
 pub use app_database::{AppDatabase, AppDatabaseSpec, AppDatabaseStatus};

@@ -8,68 +8,51 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
+use homelab_api::reasons::{Kind, Reason, Shows};
 use serde_json::Value;
 
 use crate::{repo_root, run, tool};
 
-/// How the README (`## ArgoCD`, and the troubleshooting table) says Argo CD shows each reason the
-/// operator reports on `Ready=False`: Progressing when it resolves without anyone changing
-/// anything, Degraded when it needs a change.
+/// How Argo CD shows each reason `kind` reports on `Ready=False`, from the operator's one list of
+/// reasons ([`homelab_api::reasons::Reason`]): Progressing when it resolves without anyone
+/// changing anything, Degraded when it needs a change. The README (`## ArgoCD`, and the
+/// troubleshooting table) says the same.
 pub fn documented(kind: &str) -> Vec<(&'static str, &'static str)> {
-    const P: &str = "Progressing";
-    const D: &str = "Degraded";
-    // Every kind reports these from its reconcile error path.
-    let mut reasons = vec![
-        ("KubernetesAPIError", P),
-        ("ApplyFailed", P),
-        ("InvalidSpec", D),
-        ("CRDNotInstalled", D),
-        ("ChildRejected", D),
-    ];
-    match kind {
-        "HomelabApp" => reasons.extend([
-            ("DeploymentMissing", P),
-            ("ReplicasUnavailable", P),
-            ("DatabaseNotReady", P),
-            ("WaitingForExternalSecrets", P),
-            ("DatabaseNotFound", D),
-            ("ReferenceNotFound", D),
-            ("SecretsNotSynced", D),
-        ]),
-        "AppDatabase" => reasons.extend([
-            ("ClusterCreating", P),
-            ("ClusterNotFound", P),
-            ("ClusterNotHealthy", P),
-            ("ObjectStoreMissing", P),
-            ("WaitingForExternalSecrets", P),
-            ("WaitingForFirstBackup", P),
-            ("RestoreStarting", P),
-            ("SourceHasNoBackup", P),
-            ("AzureUnreachable", P),
-            ("AzureThrottled", P),
-            ("AzureError", P),
-            ("BackupPolicyNotFound", D),
-            ("BackupDestinationInUse", D),
-            ("StorageCannotExpand", D),
-            ("SecretStoreNotUsable", D),
-            ("CredentialsNotSynced", D),
-            ("WALArchivingFailing", D),
-            ("WALArchivingStale", D),
-            ("BackupFailing", D),
-            ("BackupStale", D),
-            ("TargetTimeInFuture", D),
-            ("TargetTimeBeforeRecoveryWindow", D),
-            ("AzureForbidden", D),
-            ("AzureUnauthenticated", D),
-            ("SecretSoftDeleted", D),
-            ("SasTokenRefused", D),
-            ("SecretDisabled", D),
-            ("InvalidAzureName", D),
-            ("AzureMisconfigured", D),
-        ]),
-        _ => {}
-    }
-    reasons
+    let Some(kind) = [Kind::HomelabApp, Kind::AppDatabase, Kind::BackupPolicy]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+    else {
+        return Vec::new();
+    };
+    Reason::failing_on(kind)
+        .map(|(reason, shows)| {
+            let health = match shows {
+                Shows::Progressing => "Progressing",
+                Shows::Degraded | Shows::NotOnReady => "Degraded",
+            };
+            (reason.as_str(), health)
+        })
+        .collect()
+}
+
+/// The reasons a kind's health check treats as resolving by themselves: the keys of the
+/// `local transient = { … }` table of its `health.lua`.
+pub fn transient_in_lua(kind: &str) -> Result<Vec<String>> {
+    let path = health_dir(kind).join("health.lua");
+    let script =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let Some(table) = script
+        .split("local transient = {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(table
+        .lines()
+        .filter_map(|line| line.trim().strip_suffix("= true,"))
+        .map(|key| key.trim().to_string())
+        .collect())
 }
 
 /// Argo CD runs health checks in gopher-lua (Lua 5.1); Lua 5.4 is checked too, so the scripts
@@ -177,4 +160,30 @@ io.write(tostring(hs.status), "\n", tostring(hs.message))
 pub fn argocd_health(kind: &str, object: &Value) -> Result<(String, String)> {
     let lua = tool("lua5.1", "apt-get install lua5.1")?;
     evaluate(&lua, &health_dir(kind).join("health.lua"), object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each health check's `transient` table is exactly the kind's reasons that resolve by
+    /// themselves: a reason added to the operator's list lands in the Lua, or the test says so.
+    #[test]
+    fn the_health_checks_know_every_reason_that_resolves_by_itself() {
+        for kind in [Kind::HomelabApp, Kind::AppDatabase, Kind::BackupPolicy] {
+            let mut in_lua = transient_in_lua(kind.as_str()).expect("the health check");
+            in_lua.sort();
+            let mut listed: Vec<String> = Reason::failing_on(kind)
+                .filter(|(_, shows)| *shows == Shows::Progressing)
+                .map(|(reason, _)| reason.as_str().to_string())
+                .collect();
+            listed.sort();
+            assert_eq!(
+                in_lua,
+                listed,
+                "deploy/argocd/health/homelab.io/{}/health.lua's transient table",
+                kind.as_str()
+            );
+        }
+    }
 }

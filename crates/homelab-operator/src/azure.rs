@@ -12,6 +12,7 @@
 //! every minute while it is stale), otherwise every [`WAL_PROBE_UNBOUNDED`]; every minute while
 //! the archive holds no segment yet, and again after each new base backup.
 
+use homelab_api::reasons::Reason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -494,18 +495,18 @@ impl AzureSide {
 }
 
 /// The condition reason for an Azure failure.
-pub fn reason(error: &AzureError) -> &'static str {
+pub fn reason(error: &AzureError) -> Reason {
     match error {
-        AzureError::Unreachable { .. } => "AzureUnreachable",
-        AzureError::Throttled { .. } => "AzureThrottled",
-        AzureError::Forbidden { .. } => "AzureForbidden",
-        AzureError::Unauthenticated { .. } => "AzureUnauthenticated",
-        AzureError::SoftDeleted { .. } => "SecretSoftDeleted",
-        AzureError::SasRefused { .. } => "SasTokenRefused",
-        AzureError::SecretDisabled { .. } => "SecretDisabled",
-        AzureError::InvalidName { .. } => "InvalidAzureName",
-        AzureError::Config(_) => "AzureMisconfigured",
-        AzureError::Service { .. } => "AzureError",
+        AzureError::Unreachable { .. } => Reason::AzureUnreachable,
+        AzureError::Throttled { .. } => Reason::AzureThrottled,
+        AzureError::Forbidden { .. } => Reason::AzureForbidden,
+        AzureError::Unauthenticated { .. } => Reason::AzureUnauthenticated,
+        AzureError::SoftDeleted { .. } => Reason::SecretSoftDeleted,
+        AzureError::SasRefused { .. } => Reason::SasTokenRefused,
+        AzureError::SecretDisabled { .. } => Reason::SecretDisabled,
+        AzureError::InvalidName { .. } => Reason::InvalidAzureName,
+        AzureError::Config(_) => Reason::AzureMisconfigured,
+        AzureError::Service { .. } => Reason::AzureError,
     }
 }
 

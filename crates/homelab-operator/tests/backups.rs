@@ -1278,3 +1278,94 @@ async fn a_drill_whose_database_leaves_the_policy_is_ended_and_cleaned_up() {
     wait_no_drill_cluster(&client, &ns).await;
     operator.stop().await;
 }
+
+/// A drill step that fails (here: a real ValidatingAdmissionPolicy of the apiserver refuses one
+/// database's drill Cluster) is reported in `DrillSucceeded` with the apiserver's refusal and a
+/// Warning Event; the status is still written, with the drill of the other database that went
+/// on; and the refused drill is tried again once the refusal is gone.
+#[tokio::test]
+async fn a_refused_drill_is_reported_and_the_other_databases_drill_on() {
+    let (client, ns) = setup("drill-refused").await;
+    let refused_message = "drill clusters of wallabag are refused by the test's admission policy";
+    let refusal = AdmissionRefusal::install(
+        &client,
+        &ns,
+        ("postgresql.cnpg.io", "v1", "clusters"),
+        &format!(
+            "!has(object.metadata.labels) || !('{label}' in object.metadata.labels) || object.metadata.labels['{label}'] != 'wallabag'",
+            label = naming::LABEL_DRILL
+        ),
+        refused_message,
+        &resource(CNPG, "Cluster"),
+        json!({"apiVersion": CNPG, "kind": "Cluster",
+               "metadata": {"name": "probe", "labels": {naming::LABEL_DRILL: "wallabag"}},
+               "spec": {"instances": 1, "storage": {"size": "1Gi"}}}),
+    )
+    .await;
+    // A short resync: a refusal is not retried soon by itself (someone must lift it), so the
+    // retry after it is lifted comes with the next resync.
+    let operator = Operator::start_with(&ns, &["--resync-seconds=5"]).await;
+    policy(&client, &ns, "0 1 * * *", "5m", manual_drills("30m")).await;
+    backed_up_database(&client, &ns, "wallabag").await;
+    backed_up_database(&client, &ns, "linkding").await;
+    let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
+    policies
+        .patch(
+            "daily",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "both"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    wait_exists(&client, &ns, CNPG, "Cluster", "linkding-drill-1").await;
+    wait_condition(
+        &policies,
+        "daily",
+        "DrillSucceeded",
+        "False",
+        "ChildRejected",
+    )
+    .await;
+    let (_, _, message) = condition(&policies, "daily", "DrillSucceeded")
+        .await
+        .unwrap();
+    assert!(
+        message.starts_with("a restore drill could not go on (AppDatabase wallabag: ")
+            && message.contains(refused_message)
+            && message.ends_with("); it is tried again, and the other databases' drills go on"),
+        "DrillSucceeded does not say which drill failed and why: {message}"
+    );
+    wait_event(&client, &ns, "ChildRejected").await;
+    let written = policies.get("daily").await.unwrap();
+    let status = written.status.clone().unwrap();
+    assert_eq!(status.observed_generation, written.metadata.generation);
+    let records: Vec<(String, String)> = status
+        .drills
+        .iter()
+        .map(|r| (r.database.clone(), r.cluster.clone()))
+        .collect();
+    assert_eq!(
+        records,
+        vec![("linkding".to_string(), "linkding-drill-1".to_string())],
+        "the status keeps the drill that went on, and nothing for the refused one"
+    );
+    assert_eq!(
+        serde_json::to_value(status.drills[0].outcome).unwrap(),
+        json!("Running")
+    );
+
+    refusal.remove().await;
+    wait_exists(&client, &ns, CNPG, "Cluster", "wallabag-drill-1").await;
+    wait_condition(
+        &policies,
+        "daily",
+        "DrillSucceeded",
+        "Unknown",
+        "NoDrillYet",
+    )
+    .await;
+    operator.stop().await;
+}

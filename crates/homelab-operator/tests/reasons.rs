@@ -20,7 +20,7 @@ use std::time::Duration;
 use homelab_api::naming;
 use homelab_testenv::TestEnv;
 use homelab_testenv::azure::{AzureEmulators, EmulatorCredential, KeyVaultFault};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use support::*;
 
@@ -202,6 +202,10 @@ fn the_readme_table_is_covered() {
         "reasons read from the README: {listed:?}"
     );
     for reason in &listed {
+        assert!(
+            homelab_api::reasons::Reason::from_name(reason).is_some(),
+            "the README lists {reason}, which is not a reason the operator emits (homelab_api::reasons)"
+        );
         let here = PRODUCED_HERE.contains(&reason.as_str());
         let elsewhere = PRODUCED_ELSEWHERE.iter().any(|(r, _)| r == reason);
         assert!(
@@ -454,86 +458,15 @@ async fn failing_backups_and_a_restore_from_a_database_without_one() {
 async fn a_child_the_apiserver_refuses() {
     let (client, ns) = setup("reasons-rejected").await;
     // A real admission policy of the apiserver refuses every Service in this namespace.
-    let policy_name = format!("refuse-services-{ns}");
-    let policies = Api::<DynamicObject>::all_with(
-        client.clone(),
-        &resource(
-            "admissionregistration.k8s.io/v1",
-            "ValidatingAdmissionPolicy",
-        ),
-    );
-    let bindings = Api::<DynamicObject>::all_with(
-        client.clone(),
-        &resource(
-            "admissionregistration.k8s.io/v1",
-            "ValidatingAdmissionPolicyBinding",
-        ),
-    );
-    let apply = PatchParams::apply("test").force();
-    policies
-        .patch(
-            &policy_name,
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingAdmissionPolicy",
-                "metadata": {"name": policy_name},
-                "spec": {
-                    "failurePolicy": "Fail",
-                    "matchConstraints": {"resourceRules": [{
-                        "apiGroups": [""], "apiVersions": ["v1"],
-                        "operations": ["CREATE", "UPDATE"], "resources": ["services"]}]},
-                    "validations": [{"expression": "false", "reason": "Invalid",
-                        "message": "Services are refused in this namespace by the test's admission policy"}],
-                },
-            })),
-        )
-        .await
-        .unwrap();
-    bindings
-        .patch(
-            &policy_name,
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingAdmissionPolicyBinding",
-                "metadata": {"name": policy_name},
-                "spec": {
-                    "policyName": policy_name,
-                    "validationActions": ["Deny"],
-                    "matchResources": {"namespaceSelector": {"matchLabels": {
-                        "kubernetes.io/metadata.name": ns}}},
-                },
-            })),
-        )
-        .await
-        .unwrap();
-
-    // The apiserver compiles policies in the background: the policy is in force once it refuses a
-    // Service of this namespace (a dry run, which admission sees like a real request).
-    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &ns);
-    let probe: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
-        "metadata": {"name": "probe"},
-        "spec": {"ports": [{"port": 80}]},
-    }))
-    .unwrap();
-    eventually(
-        "the admission policy to refuse Services",
-        Duration::from_secs(60),
-        || {
-            let services = services.clone();
-            let probe = probe.clone();
-            async move {
-                let dry_run = kube::api::PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                };
-                match services.create(&dry_run, &probe).await {
-                    Err(kube::Error::Api(status)) if status.code == 422 => Some(()),
-                    _ => None,
-                }
-            }
-        },
+    let refusal = AdmissionRefusal::install(
+        &client,
+        &ns,
+        ("", "v1", "services"),
+        "false",
+        "Services are refused in this namespace by the test's admission policy",
+        &resource("v1", "Service"),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "probe"},
+               "spec": {"ports": [{"port": 80}]}}),
     )
     .await;
 
@@ -552,14 +485,7 @@ async fn a_child_the_apiserver_refuses() {
         "the condition does not carry the apiserver's reason: {message}"
     );
     operator.stop().await;
-    bindings
-        .delete(&policy_name, &DeleteParams::default())
-        .await
-        .unwrap();
-    policies
-        .delete(&policy_name, &DeleteParams::default())
-        .await
-        .unwrap();
+    refusal.remove().await;
 }
 
 /// A credential whose tokens are for another resource than Key Vault: the emulator answers 401

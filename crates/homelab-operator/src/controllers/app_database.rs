@@ -6,6 +6,7 @@ use std::sync::Arc;
 use homelab_api::app_database::{AppDatabaseStatus, BackupStatus, Endpoints};
 use homelab_api::common::DeletionPolicy;
 use homelab_api::conditions::{self, Observed, Status};
+use homelab_api::reasons::Reason;
 use homelab_api::{AppDatabase, naming};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject};
@@ -286,7 +287,8 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     if let Some(check) = restore_check {
         // The restore comes before the cluster: a held-back restore is why Ready is False.
         observed.conditions.insert(1, check.condition);
-        observed.conditions[0] = summarize(&observed.conditions[1..]);
+        let ready = summarize(&observed.conditions);
+        conditions::set(&mut observed.conditions, ready);
     }
     if let Some(cluster) = desired.iter().find(|o| type_of(o).1 == "Cluster") {
         let size = |field: &str| {
@@ -304,7 +306,8 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     if let Some(held) = volumes_held {
         // Asked for what the storage cannot give: that is why Ready is False, first of all.
         observed.conditions.insert(1, held);
-        observed.conditions[0] = summarize(&observed.conditions[1..]);
+        let ready = summarize(&observed.conditions);
+        conditions::set(&mut observed.conditions, ready);
     }
     let live_cluster = ctx
         .children
@@ -345,8 +348,15 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
             .capabilities
             .missing_message(|kind| missing_kinds.contains(kind))
             .unwrap_or_else(|| "required custom resource definitions are not installed".into());
-        observed.conditions[0] =
-            Observed::new(conditions::READY, Status::False, "CRDNotInstalled", message);
+        conditions::set(
+            &mut observed.conditions,
+            Observed::new(
+                conditions::READY,
+                Status::False,
+                Reason::CRDNotInstalled,
+                message,
+            ),
+        );
     }
     Ok(Converged {
         observed,
@@ -436,7 +446,7 @@ async fn hold_back_unexpandable_growth(
         Observed::new(
             conditions::VOLUMES_READY,
             Status::False,
-            "StorageCannotExpand",
+            Reason::StorageCannotExpand,
             format!(
                 "{}. Move the data to a larger volume by restoring into a new AppDatabase with the larger size, or use a storage class that can expand",
                 held.join("; ")
@@ -680,15 +690,15 @@ fn report_azure_failure(observed: &mut ObservedDatabase, err: &Error) {
         conditions::CREDENTIALS_READY
     };
     let failed = Observed::new(type_, Status::False, err.reason(), err.to_string());
-    match observed.conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(existing) => *existing = failed.clone(),
-        None => observed.conditions.push(failed.clone()),
-    }
-    observed.conditions[0] = Observed::new(
-        conditions::READY,
-        Status::False,
-        failed.reason,
-        failed.message,
+    conditions::set(&mut observed.conditions, failed.clone());
+    conditions::set(
+        &mut observed.conditions,
+        Observed::new(
+            conditions::READY,
+            Status::False,
+            failed.reason,
+            failed.message,
+        ),
     );
 }
 
@@ -805,7 +815,7 @@ fn observe(
         None => Observed::new(
             conditions::CLUSTER_READY,
             Status::False,
-            "ClusterNotFound",
+            Reason::ClusterNotFound,
             format!("the CloudNativePG cluster {cluster_name} does not exist yet"),
         ),
         Some(cluster) => cluster_condition(cluster, db.spec.instances),
@@ -814,7 +824,7 @@ fn observe(
         Some((true, _, _)) => Observed::new(
             conditions::CREDENTIALS_READY,
             Status::True,
-            "CredentialsSynced",
+            Reason::CredentialsSynced,
             format!(
                 "Secret {} is synced from Key Vault secret {}",
                 naming::credentials_secret(app),
@@ -824,7 +834,7 @@ fn observe(
         Some((false, reason, message)) => Observed::new(
             conditions::CREDENTIALS_READY,
             Status::False,
-            "CredentialsNotSynced",
+            Reason::CredentialsNotSynced,
             format!(
                 "External Secrets Operator cannot sync {}: {reason}: {message}",
                 naming::credentials_secret(app)
@@ -833,7 +843,7 @@ fn observe(
         None => Observed::new(
             conditions::CREDENTIALS_READY,
             Status::Unknown,
-            "WaitingForExternalSecrets",
+            Reason::WaitingForExternalSecrets,
             format!(
                 "waiting for External Secrets Operator to sync {} from Key Vault secret {}",
                 naming::credentials_secret(app),
@@ -860,13 +870,13 @@ fn observe(
             Some(_) => Observed::new(
                 conditions::STORAGE_READY,
                 Status::True,
-                "ObjectStoreReady",
+                Reason::ObjectStoreReady,
                 format!("backups go to Blob container {container}"),
             ),
             None => Observed::new(
                 conditions::STORAGE_READY,
                 Status::False,
-                "ObjectStoreMissing",
+                Reason::ObjectStoreMissing,
                 format!(
                     "the ObjectStore {} does not exist yet",
                     naming::backup_object_store(app)
@@ -923,12 +933,17 @@ fn observe(
 }
 
 /// `Ready` is `True` when the cluster, its credentials and its backup storage are in place and
-/// backups are not failing. A database still waiting for its first backup is ready.
-fn summarize(specific: &[Observed]) -> Observed {
-    let blocking = specific.iter().find(|c| match c.type_ {
-        conditions::BACKUP_READY => c.status == Status::False,
-        _ => c.status != Status::True,
-    });
+/// backups are not failing. A database still waiting for its first backup is ready. Taken from
+/// the other conditions of `observed` (a `Ready` among them is skipped): the first that blocks
+/// gives its reason and message, so conditions listed earlier take precedence.
+fn summarize(observed: &[Observed]) -> Observed {
+    let blocking = observed
+        .iter()
+        .filter(|c| c.type_ != conditions::READY)
+        .find(|c| match c.type_ {
+            conditions::BACKUP_READY => c.status == Status::False,
+            _ => c.status != Status::True,
+        });
     match blocking {
         Some(c) => Observed::new(
             conditions::READY,
@@ -937,13 +952,13 @@ fn summarize(specific: &[Observed]) -> Observed {
             } else {
                 Status::False
             },
-            c.reason.clone(),
+            c.reason,
             c.message.clone(),
         ),
         None => Observed::new(
             conditions::READY,
             Status::True,
-            "Ready",
+            Reason::Ready,
             "the database is ready",
         ),
     }
@@ -964,13 +979,13 @@ fn cluster_condition(cluster: &DynamicObject, instances: i32) -> Observed {
         Some((true, _, _)) => Observed::new(
             conditions::CLUSTER_READY,
             Status::True,
-            "ClusterHealthy",
+            Reason::ClusterHealthy,
             format!("{ready_instances}/{instances} instances ready"),
         ),
         Some((false, reason, message)) => Observed::new(
             conditions::CLUSTER_READY,
             Status::False,
-            "ClusterNotHealthy",
+            Reason::ClusterNotHealthy,
             format!(
                 "CloudNativePG reports {}: {reason} {message} ({ready_instances}/{instances} instances ready)",
                 if phase.is_empty() { "not ready" } else { phase }
@@ -979,7 +994,7 @@ fn cluster_condition(cluster: &DynamicObject, instances: i32) -> Observed {
         None => Observed::new(
             conditions::CLUSTER_READY,
             Status::Unknown,
-            "ClusterCreating",
+            Reason::ClusterCreating,
             format!(
                 "waiting for CloudNativePG to report on the cluster{}",
                 if phase.is_empty() {
@@ -1083,7 +1098,7 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
                         .publish(
                             &reference,
                             true,
-                            crate::azure::reason(&err),
+                            crate::azure::reason(&err).as_str(),
                             "Delete",
                             format!(
                                 "cannot delete the Azure side of this database ({err}); the AppDatabase stays until it can — or set deletionPolicy: Retain to keep the Azure data and let it go"

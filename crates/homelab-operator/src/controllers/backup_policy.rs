@@ -6,6 +6,7 @@ use std::sync::Arc;
 use homelab_api::BackupPolicy;
 use homelab_api::backup_policy::BackupPolicyStatus;
 use homelab_api::conditions::{self, Observed, Status};
+use homelab_api::reasons::Reason;
 use kube::api::Api;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -59,7 +60,7 @@ pub async fn reconcile(
             observed.push(Observed::new(
                 conditions::POLICY_APPLIED,
                 Status::True,
-                "PolicyValid",
+                Reason::PolicyValid,
                 format!(
                     "base backups at {} UTC (CloudNativePG schedule {cnpg_schedule}), retention {}, WAL archived at least every {}; used by {databases} database(s)",
                     policy.spec.schedule, policy.spec.retention, policy.spec.wal_archive_timeout
@@ -77,18 +78,31 @@ pub async fn reconcile(
         }
     }
     let ready = conditions::summarize(&observed, "the policy is valid and applied");
-    observed.insert(0, ready);
+    conditions::set(&mut observed, ready);
 
     // Restore drills. Their outcome is reported in DrillSucceeded, not in Ready: a failed drill
     // says something about the backups, not about the policy.
+    // A drill step that fails is reported in DrillSucceeded and returned after the status is
+    // written, so what the pass decided for the other databases is kept.
     let mut wake = None;
+    let mut drill_error = None;
     if validation.is_ok() {
-        let pass =
-            super::drills::reconcile(policy, &ctx, &mut status, jiff::Timestamp::now()).await?;
-        if let Some(condition) = pass.condition {
-            observed.push(condition);
+        match super::drills::reconcile(policy, &ctx, &mut status, jiff::Timestamp::now()).await {
+            Ok(pass) => {
+                observed.extend(pass.condition);
+                wake = pass.wake;
+                drill_error = pass.error;
+            }
+            Err(err) => {
+                observed.push(Observed::new(
+                    conditions::DRILL_SUCCEEDED,
+                    Status::False,
+                    err.reason(),
+                    format!("restore drills cannot go on: {err}; this is tried again"),
+                ));
+                drill_error = Some(err);
+            }
         }
-        wake = pass.wake;
     }
 
     let current = ctx.status_writes.previous(policy, policy.status.as_ref());
@@ -121,6 +135,20 @@ pub async fn reconcile(
             &without_drills(&status.conditions),
         )
         .await;
+    }
+    if let Some(err) = drill_error {
+        // DrillSucceeded flips publish no Event (each drill publishes its own), so a step that
+        // failed publishes one here.
+        ctx.events
+            .publish(
+                &object_reference(policy),
+                true,
+                err.reason().as_str(),
+                "Drill",
+                format!("a restore drill step failed: {err}"),
+            )
+            .await;
+        return Err(err);
     }
     let resync = ctx.config.resync();
     let requeue = wake

@@ -6,6 +6,7 @@ use homelab_api::app_database::{AppDatabase, BackupStatus, OnDemandBackup};
 use homelab_api::backup_policy::BackupPolicySpec;
 use homelab_api::conditions::{self, Observed, Status};
 use homelab_api::naming;
+use homelab_api::reasons::Reason;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
@@ -81,7 +82,7 @@ pub fn check_restore(
             condition: Observed::new(
                 conditions::RESTORE_READY,
                 Status::True,
-                "Restored",
+                Reason::Restored,
                 format!(
                     "the cluster was created from the backups of {source}, recovering {target_text}; it archives under the new server name {server_name}"
                 ),
@@ -90,7 +91,7 @@ pub fn check_restore(
             recheck_at: None,
         });
     }
-    let blocked = |reason: &str, message: String| RestoreCheck {
+    let blocked = |reason: Reason, message: String| RestoreCheck {
         condition: Observed::new(conditions::RESTORE_READY, Status::False, reason, message),
         allow_cluster: false,
         recheck_at: None,
@@ -99,7 +100,7 @@ pub fn check_restore(
         && target > now
     {
         return Some(blocked(
-            "TargetTimeInFuture",
+            Reason::TargetTimeInFuture,
             format!(
                 "spec.restore.targetTime {target} lies in the future: a restore can only reach a point that is already archived. No cluster was created; re-create the AppDatabase with a targetTime in the past (spec.restore is immutable)"
             ),
@@ -124,7 +125,7 @@ pub fn check_restore(
         (None, true) => Some(RestoreCheck {
             recheck_at: now.checked_add(RESTORE_RECHECK).ok(),
             ..blocked(
-                "SourceHasNoBackup",
+                Reason::SourceHasNoBackup,
                 format!(
                     "{source} has no base backup to restore yet (its ObjectStore {} reports no recovery window for server {}); the cluster is created once a base backup exists",
                     store_name.unwrap_or_default(),
@@ -138,7 +139,7 @@ pub fn check_restore(
             condition: Observed::new(
                 conditions::RESTORE_READY,
                 Status::True,
-                "RestoreStarting",
+                Reason::RestoreStarting,
                 format!(
                     "restoring from {source} {target_text}; its recovery window is not reported, so CloudNativePG checks the target; the cluster archives under the new server name {server_name}"
                 ),
@@ -148,7 +149,7 @@ pub fn check_restore(
         }),
         (Some(first), _) => match target {
             Some(target) if target < first => Some(blocked(
-                "TargetTimeBeforeRecoveryWindow",
+                Reason::TargetTimeBeforeRecoveryWindow,
                 format!(
                     "spec.restore.targetTime {target} is before the first recoverability point {first} of {source}: backups that old are no longer kept. No cluster was created; re-create the AppDatabase with a targetTime after {first}"
                 ),
@@ -157,7 +158,7 @@ pub fn check_restore(
                 condition: Observed::new(
                     conditions::RESTORE_READY,
                     Status::True,
-                    "RestoreStarting",
+                    Reason::RestoreStarting,
                     format!(
                         "restoring from {source} {target_text} (recoverable from {first}); the cluster archives under the new server name {server_name}"
                     ),
@@ -430,9 +431,9 @@ pub fn backup_health(
             conditions::BACKUP_READY,
             Status::False,
             if stale {
-                "WALArchivingStale"
+                Reason::WALArchivingStale
             } else {
-                "WALArchivingFailing"
+                Reason::WALArchivingFailing
             },
             format!(
                 "WAL archiving has failed since {since}{}: {message}; check the SAS token and the storage account",
@@ -456,7 +457,7 @@ pub fn backup_health(
         return Observed::new(
             conditions::BACKUP_READY,
             Status::False,
-            "WALArchivingStale",
+            Reason::WALArchivingStale,
             format!(
                 "the newest WAL segment in the archive, {segment}, was uploaded at {}, {}s ago; with a heartbeat written every {} and a walArchiveTimeout of {}, a newer one was due within {}s: a restore now would lose the writes since then. Check the heartbeat Deployment, the cluster's archiving and the storage account",
                 archived.0,
@@ -474,7 +475,7 @@ pub fn backup_health(
         return Observed::new(
             conditions::BACKUP_READY,
             Status::Unknown,
-            "WaitingForFirstBackup",
+            Reason::WaitingForFirstBackup,
             format!(
                 "no base backup has completed yet (schedule: {} UTC)",
                 policy.schedule
@@ -487,7 +488,7 @@ pub fn backup_health(
         return Observed::new(
             conditions::BACKUP_READY,
             Status::False,
-            "BackupFailing",
+            Reason::BackupFailing,
             format!(
                 "the last base backup attempt failed at {failed}; the last successful one completed at {last}: check the Backup objects and the backup logs"
             ),
@@ -497,7 +498,7 @@ pub fn backup_health(
         return Observed::new(
             conditions::BACKUP_READY,
             Status::True,
-            "BackupsSuspended",
+            Reason::BackupsSuspended,
             format!("scheduled backups are suspended by the policy; last base backup {last}"),
         );
     }
@@ -508,7 +509,7 @@ pub fn backup_health(
         Some(deadline) if now >= deadline => Observed::new(
             conditions::BACKUP_READY,
             Status::False,
-            "BackupStale",
+            Reason::BackupStale,
             format!(
                 "the last base backup completed at {last}; the schedule {} UTC should have produced a newer one by {deadline}: check the ScheduledBackup and the backup logs",
                 policy.schedule
@@ -517,13 +518,13 @@ pub fn backup_health(
         Some(deadline) => Observed::new(
             conditions::BACKUP_READY,
             Status::True,
-            "BackupsHealthy",
+            Reason::BackupsHealthy,
             format!("last base backup completed at {last}; the next one is due by {deadline}"),
         ),
         None => Observed::new(
             conditions::BACKUP_READY,
             Status::True,
-            "BackupsHealthy",
+            Reason::BackupsHealthy,
             format!("last base backup completed at {last}"),
         ),
     }

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 
 use homelab_api::backup_policy::{BackupPolicyStatus, DrillOutcome, DrillRecord, DrillSpec};
 use homelab_api::conditions::{self, Observed, Status};
+use homelab_api::reasons::Reason;
 use homelab_api::{AppDatabase, BackupPolicy, naming};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -59,6 +60,23 @@ pub struct DrillPass {
     pub condition: Option<Observed>,
     /// When to look again (a drill times out, or the next one is due).
     pub wake: Option<jiff::Timestamp>,
+    /// The first step that failed, for one database. The other databases' drills went on and
+    /// everything decided is in the status; the caller writes it and then returns this error.
+    pub error: Option<Error>,
+}
+
+/// Ends this database's part of the pass when `result` is an error, recording it in `failures`
+/// so that the other databases' drills go on and what was decided for them is still written.
+macro_rules! or_next_database {
+    ($failures:ident, $database:expr, $result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(err) => {
+                $failures.push(($database.clone(), Error::from(err)));
+                continue;
+            }
+        }
+    };
 }
 
 /// Advances every drill of `policy`: settles running ones, starts due ones, removes finished
@@ -134,6 +152,7 @@ pub async fn reconcile(
         return Ok(DrillPass {
             condition: None,
             wake: (ended || requeue_soon).then(|| now + jiff::SignedDuration::from_secs(1)),
+            error: None,
         });
     };
     let timeout = parse_timeout(&drill.timeout)?;
@@ -164,6 +183,7 @@ pub async fn reconcile(
     let policy_token = token(policy.annotations());
     let mut records = stored.clone();
     let mut wake: Option<jiff::Timestamp> = None;
+    let mut failures: Vec<(String, Error)> = Vec::new();
     let drilled: std::collections::BTreeSet<String> =
         databases.iter().map(|db| db.name_any()).collect();
     if settle_orphans(
@@ -215,27 +235,36 @@ pub async fn reconcile(
             for extra in active.iter().skip(1) {
                 // Never expected: only one drill is started at a time. Keep the oldest.
                 tracing::warn!(cluster = %extra.object.name_any(), "deleting a second drill cluster of one database");
-                ctx.children.delete(extra).await?;
+                or_next_database!(failures, db_name, ctx.children.delete(extra).await);
             }
             let hint = failing_backups(db);
             let verification =
                 if child_ready_condition(&cluster.object).is_some_and(|(ready, _, _)| ready) {
-                    observe_verification(ctx, &namespace, &cluster.object.name_any()).await?
+                    or_next_database!(
+                        failures,
+                        db_name,
+                        observe_verification(ctx, &namespace, &cluster.object.name_any()).await
+                    )
                 } else {
                     Verification::NotStarted
                 };
+            let judgement = or_next_database!(failures, db_name, Judgement::new(drill, timeout));
             let settled = settle(
                 cluster,
                 &db_name,
                 &mut records,
-                &Judgement::new(drill, timeout)?,
+                &judgement,
                 hint.as_deref(),
                 &verification,
                 now,
             );
             match settled {
                 Settled::Verify => {
-                    start_verification(policy, db, ctx, &cluster.object.name_any()).await?;
+                    or_next_database!(
+                        failures,
+                        db_name,
+                        start_verification(policy, db, ctx, &cluster.object.name_any()).await
+                    );
                     ctx.events
                         .publish(
                             &reference,
@@ -278,7 +307,7 @@ pub async fn reconcile(
                 &namespace,
                 &homelab_render::kinds::CLUSTER.api_resource(),
             );
-            if api.get_opt(&record.cluster).await?.is_some() {
+            if or_next_database!(failures, db_name, api.get_opt(&record.cluster).await).is_some() {
                 // Created a moment ago; the cache has not seen it yet.
                 requeue_soon = true;
                 continue;
@@ -324,7 +353,11 @@ pub async fn reconcile(
         let Some(trigger) = trigger else {
             continue;
         };
-        let record = start(policy, db, ctx, &records, &trigger, now).await?;
+        let record = or_next_database!(
+            failures,
+            db_name,
+            start(policy, db, ctx, &records, &trigger, now).await
+        );
         match record.outcome {
             DrillOutcome::Running => {
                 ctx.events
@@ -358,8 +391,11 @@ pub async fn reconcile(
         handled.retain(|k, _| !k.starts_with(POLICY_TOKEN_KEY));
         handled.insert(POLICY_TOKEN_KEY.to_string(), tok.clone());
     }
-    if handled != handled_before {
-        remember_tokens(policy, ctx, &handled).await?;
+    let mut error = None;
+    if handled != handled_before
+        && let Err(err) = remember_tokens(policy, ctx, &handled).await
+    {
+        error = Some(err);
     }
 
     records = trim(records, drill);
@@ -372,10 +408,36 @@ pub async fn reconcile(
     if requeue_soon {
         wake = earliest(wake, Some(now + jiff::SignedDuration::from_secs(1)));
     }
+    let condition = match failures.first() {
+        Some(_) => blocked_condition(&failures),
+        None => drill_condition(&databases, &status.drills),
+    };
     Ok(DrillPass {
-        condition: Some(drill_condition(&databases, &status.drills)),
+        condition: Some(condition),
         wake,
+        error: failures.into_iter().map(|(_, err)| err).next().or(error),
     })
+}
+
+/// `DrillSucceeded` when a drill could not be started, checked or cleaned up: the first
+/// failure's reason, and every failing database with what failed.
+fn blocked_condition(failures: &[(String, Error)]) -> Observed {
+    let reason = failures
+        .first()
+        .map_or(Reason::DrillFailed, |(_, err)| err.reason());
+    let each = failures
+        .iter()
+        .map(|(database, err)| format!("AppDatabase {database}: {err}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Observed::new(
+        conditions::DRILL_SUCCEEDED,
+        Status::False,
+        reason,
+        format!(
+            "a restore drill could not go on ({each}); it is tried again, and the other databases' drills go on"
+        ),
+    )
 }
 
 /// Ends the drills of databases that are no longer drilled by this policy (`keep` names those
@@ -961,7 +1023,7 @@ fn drill_condition(databases: &[std::sync::Arc<AppDatabase>], records: &[DrillRe
         return Observed::new(
             conditions::DRILL_SUCCEEDED,
             Status::False,
-            "DrillFailed",
+            Reason::DrillFailed,
             format!("the last restore drill failed for {}", failed.join("; ")),
         );
     }
@@ -969,7 +1031,7 @@ fn drill_condition(databases: &[std::sync::Arc<AppDatabase>], records: &[DrillRe
         return Observed::new(
             conditions::DRILL_SUCCEEDED,
             Status::False,
-            "DrillObjectiveMissed",
+            Reason::DrillObjectiveMissed,
             format!(
                 "the last restore drill restored the data but missed the policy's objectives for {}",
                 missed.join("; ")
@@ -980,7 +1042,7 @@ fn drill_condition(databases: &[std::sync::Arc<AppDatabase>], records: &[DrillRe
         return Observed::new(
             conditions::DRILL_SUCCEEDED,
             Status::Unknown,
-            "NoDrillYet",
+            Reason::NoDrillYet,
             "no restore drill has finished yet",
         );
     }
@@ -994,7 +1056,7 @@ fn drill_condition(databases: &[std::sync::Arc<AppDatabase>], records: &[DrillRe
     Observed::new(
         conditions::DRILL_SUCCEEDED,
         Status::True,
-        "DrillsSucceeded",
+        Reason::DrillsSucceeded,
         message,
     )
 }

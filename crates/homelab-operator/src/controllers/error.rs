@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use homelab_api::reasons::Reason;
+
 use crate::kubernetes::children::ChildError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +32,7 @@ pub enum Error {
     Child(#[from] ChildError),
 
     /// Any other apiserver failure.
-    #[error("Kubernetes API request failed: {0}")]
+    #[error("Kubernetes API request failed: {}", crate::kubernetes::describe(.0))]
     Kube(#[from] kube::Error),
 
     /// Azure failed or refused a request.
@@ -56,21 +58,21 @@ pub enum Error {
 
 impl Error {
     /// The condition and Event reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidSpec(_) => Reason::InvalidSpec,
             Error::MissingReference { kind, .. } => match *kind {
-                "AppDatabase" => "DatabaseNotFound",
-                "BackupPolicy" => "BackupPolicyNotFound",
-                _ => "ReferenceNotFound",
+                "AppDatabase" => Reason::DatabaseNotFound,
+                "BackupPolicy" => Reason::BackupPolicyNotFound,
+                _ => Reason::ReferenceNotFound,
             },
-            Error::MissingCrd(_) => "CRDNotInstalled",
-            Error::Child(err) if err.is_rejection() => "ChildRejected",
-            Error::Child(_) => "ApplyFailed",
-            Error::Kube(_) => "KubernetesAPIError",
+            Error::MissingCrd(_) => Reason::CRDNotInstalled,
+            Error::Child(err) if err.is_rejection() => Reason::ChildRejected,
+            Error::Child(_) => Reason::ApplyFailed,
+            Error::Kube(_) => Reason::KubernetesAPIError,
             Error::Azure(err) => crate::azure::reason(err),
-            Error::SecretStore(_) => "SecretStoreNotUsable",
-            Error::BackupDestinationInUse { .. } => "BackupDestinationInUse",
+            Error::SecretStore(_) => Reason::SecretStoreNotUsable,
+            Error::BackupDestinationInUse { .. } => Reason::BackupDestinationInUse,
         }
     }
 

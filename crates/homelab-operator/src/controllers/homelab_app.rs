@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use homelab_api::conditions::{self, Observed, Status};
 use homelab_api::homelab_app::HomelabAppStatus;
+use homelab_api::reasons::Reason;
 use homelab_api::{HomelabApp, naming};
 use kube::api::{Api, DynamicObject};
 use kube::core::error_boundary::DeserializeGuard;
@@ -123,7 +124,15 @@ async fn converge(app: &HomelabApp, ctx: &Context) -> Result<ObservedApp, Error>
             .capabilities
             .missing_message(|kind| missing.contains(kind))
             .unwrap_or_else(|| "required custom resource definitions are not installed".into());
-        observed[0] = Observed::new(conditions::READY, Status::False, "CRDNotInstalled", message);
+        conditions::set(
+            &mut observed,
+            Observed::new(
+                conditions::READY,
+                Status::False,
+                Reason::CRDNotInstalled,
+                message,
+            ),
+        );
     }
     Ok((observed, status))
 }
@@ -158,21 +167,21 @@ fn observe(
         Observed::new(
             conditions::AVAILABLE,
             Status::False,
-            "DeploymentMissing",
+            Reason::DeploymentMissing,
             format!("the Deployment {name} does not exist yet"),
         )
     } else if available_replicas >= wanted {
         Observed::new(
             conditions::AVAILABLE,
             Status::True,
-            "MinimumReplicasAvailable",
+            Reason::MinimumReplicasAvailable,
             format!("{available_replicas}/{wanted} replicas available"),
         )
     } else {
         Observed::new(
             conditions::AVAILABLE,
             Status::False,
-            "ReplicasUnavailable",
+            Reason::ReplicasUnavailable,
             format!(
                 "{available_replicas}/{wanted} replicas available: check the pods' events and logs"
             ),
@@ -196,7 +205,7 @@ fn observe(
             (true, Some((true, _, _))) => Observed::new(
                 conditions::DATABASE_READY,
                 Status::True,
-                "DatabaseReady",
+                Reason::DatabaseReady,
                 format!(
                     "AppDatabase {} is ready and its credentials are synced",
                     db.name_any()
@@ -212,14 +221,14 @@ fn observe(
                 Observed::new(
                     conditions::DATABASE_READY,
                     Status::False,
-                    "DatabaseNotReady",
+                    Reason::DatabaseNotReady,
                     format!("AppDatabase {} is not ready ({reason})", db.name_any()),
                 )
             }
             (true, _) => Observed::new(
                 conditions::DATABASE_READY,
                 Status::Unknown,
-                "WaitingForExternalSecrets",
+                Reason::WaitingForExternalSecrets,
                 format!(
                     "waiting for External Secrets Operator to sync {}",
                     naming::app_database_secret(&name)
@@ -238,13 +247,13 @@ fn observe(
             Some((true, _, _)) => Observed::new(
                 conditions::SECRETS_READY,
                 Status::True,
-                "SecretsSynced",
+                Reason::SecretsSynced,
                 "the app's secrets are synced from Key Vault",
             ),
             Some((false, reason, message)) => Observed::new(
                 conditions::SECRETS_READY,
                 Status::False,
-                "SecretsNotSynced",
+                Reason::SecretsNotSynced,
                 format!(
                     "External Secrets Operator cannot sync the app's secrets: {reason}: {message}"
                 ),
@@ -252,7 +261,7 @@ fn observe(
             None => Observed::new(
                 conditions::SECRETS_READY,
                 Status::Unknown,
-                "WaitingForExternalSecrets",
+                Reason::WaitingForExternalSecrets,
                 "waiting for External Secrets Operator to sync the app's secrets",
             ),
         });

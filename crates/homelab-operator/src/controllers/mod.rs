@@ -227,16 +227,16 @@ where
         .reconcile_errors
         .get_or_create(&ErrorLabels {
             kind,
-            reason: error.reason(),
+            reason: error.reason().as_str(),
         })
         .inc();
     if error.is_transient() {
         let delay =
             error::backoff(ctx.next_failure(&key)).max(error.retry_after().unwrap_or_default());
-        tracing::warn!(object = %key, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed");
+        tracing::warn!(object = %key, reason = error.reason().as_str(), error = %error, retry_in = ?delay, "reconcile failed");
         Action::requeue(delay)
     } else {
-        tracing::info!(object = %key, reason = error.reason(), error = %error, "reconcile blocked until the resource changes");
+        tracing::info!(object = %key, reason = error.reason().as_str(), error = %error, "reconcile blocked until the resource changes");
         Action::requeue(ctx.config.resync())
     }
 }

@@ -44,14 +44,14 @@ pub enum ChildError {
     UnknownKind { kind: String },
     #[error("rendered {kind} has no name")]
     Unnamed { kind: String },
-    #[error("applying {kind} {name}: {source}")]
+    #[error("applying {kind} {name}: {}", super::describe(source))]
     Apply {
         kind: String,
         name: String,
         #[source]
         source: kube::Error,
     },
-    #[error("deleting {kind} {name}: {source}")]
+    #[error("deleting {kind} {name}: {}", super::describe(source))]
     Delete {
         kind: String,
         name: String,

@@ -19,6 +19,24 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 /// How long a published event can still be continued as a series.
 const SERIES_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_mins(6);
 
+/// The apiserver refuses an Event whose note is longer than this many bytes.
+const NOTE_LIMIT: usize = 1024;
+
+/// `note` cut to what the apiserver accepts, on a character boundary, ending in "…" when cut.
+fn within_note_limit(mut note: String) -> String {
+    if note.len() <= NOTE_LIMIT {
+        return note;
+    }
+    let ellipsis = "…";
+    let mut end = NOTE_LIMIT - ellipsis.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push_str(ellipsis);
+    note
+}
+
 /// Publishes Events for the operator.
 #[derive(Clone)]
 pub struct Events {
@@ -134,7 +152,7 @@ impl Events {
             },
             action: Some(action.to_string()),
             reason: Some(reason.to_string()),
-            note: Some(note),
+            note: Some(within_note_limit(note)),
             type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding.clone()),
@@ -212,6 +230,17 @@ fn event_key(regarding: &ObjectReference, warning: bool, reason: &str, action: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_are_cut_to_what_the_apiserver_accepts() {
+        let short = "x".repeat(NOTE_LIMIT);
+        assert_eq!(within_note_limit(short.clone()), short);
+        // A long note of two-byte characters: cut on a character boundary, marked as cut.
+        let cut = within_note_limit("é".repeat(NOTE_LIMIT));
+        assert!(cut.len() <= NOTE_LIMIT, "{} bytes", cut.len());
+        assert!(cut.ends_with("é…"), "{cut}");
+        assert_eq!(cut.chars().count(), (NOTE_LIMIT - 3) / 2 + 1);
+    }
 
     fn reference(name: &str) -> ObjectReference {
         ObjectReference {

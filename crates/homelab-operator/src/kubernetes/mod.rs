@@ -14,3 +14,14 @@ pub mod status;
 pub fn resource_version_number<K: kube::Resource>(object: &K) -> Option<u64> {
     object.meta().resource_version.as_deref()?.parse().ok()
 }
+
+/// What the apiserver said, for a condition or an Event: its message and HTTP code for an API
+/// error (kube's own text repeats the whole response), the error itself otherwise.
+pub fn describe(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            format!("{} (HTTP {})", status.message, status.code)
+        }
+        other => other.to_string(),
+    }
+}

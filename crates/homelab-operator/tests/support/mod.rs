@@ -570,3 +570,128 @@ pub async fn set_by_hand(az: &homelab_testenv::azure::AzureEmulators, name: &str
         .await
         .unwrap();
 }
+
+/// A real ValidatingAdmissionPolicy of the apiserver, bound to one namespace, refusing what
+/// `expression` (CEL over `object`) rejects. Dropping it deletes the policy and its binding.
+pub struct AdmissionRefusal {
+    client: Client,
+    name: String,
+}
+
+impl AdmissionRefusal {
+    /// Installs the policy for creates and updates of `resource` (`group`, `version`, plural) in
+    /// `namespace`, and waits until the apiserver enforces it: a dry-run create of `probe` (an
+    /// object the policy refuses, of `probe_kind`) is answered 422.
+    pub async fn install(
+        client: &Client,
+        namespace: &str,
+        (group, version, resource): (&str, &str, &str),
+        expression: &str,
+        message: &str,
+        probe_kind: &ApiResource,
+        probe: serde_json::Value,
+    ) -> Self {
+        let name = format!("refuse-{resource}-{namespace}");
+        let apply = PatchParams::apply("test").force();
+        policies(client)
+            .patch(
+                &name,
+                &apply,
+                &Patch::Apply(serde_json::json!({
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicy",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "failurePolicy": "Fail",
+                        "matchConstraints": {"resourceRules": [{
+                            "apiGroups": [group], "apiVersions": [version],
+                            "operations": ["CREATE", "UPDATE"], "resources": [resource]}]},
+                        "validations": [{"expression": expression, "reason": "Invalid",
+                            "message": message}],
+                    },
+                })),
+            )
+            .await
+            .expect("the ValidatingAdmissionPolicy");
+        bindings(client)
+            .patch(
+                &name,
+                &apply,
+                &Patch::Apply(serde_json::json!({
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicyBinding",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "policyName": name,
+                        "validationActions": ["Deny"],
+                        "matchResources": {"namespaceSelector": {"matchLabels": {
+                            "kubernetes.io/metadata.name": namespace}}},
+                    },
+                })),
+            )
+            .await
+            .expect("the ValidatingAdmissionPolicyBinding");
+
+        // The apiserver compiles policies in the background: the policy is in force once it
+        // refuses the probe (a dry run, which admission sees like a real request).
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, probe_kind);
+        let probe: DynamicObject =
+            serde_json::from_value(probe).expect("the probe is a Kubernetes object");
+        eventually(
+            &format!("the admission policy to refuse {resource}"),
+            Duration::from_secs(60),
+            || {
+                let api = api.clone();
+                let probe = probe.clone();
+                async move {
+                    let dry_run = kube::api::PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    };
+                    match api.create(&dry_run, &probe).await {
+                        Err(kube::Error::Api(status)) if status.code == 422 => Some(()),
+                        _ => None,
+                    }
+                }
+            },
+        )
+        .await;
+        Self {
+            client: client.clone(),
+            name,
+        }
+    }
+
+    /// Deletes the binding and the policy.
+    pub async fn remove(self) {
+        let delete = kube::api::DeleteParams::default();
+        bindings(&self.client)
+            .delete(&self.name, &delete)
+            .await
+            .expect("delete the binding");
+        policies(&self.client)
+            .delete(&self.name, &delete)
+            .await
+            .expect("delete the policy");
+    }
+}
+
+fn policies(client: &Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &resource(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingAdmissionPolicy",
+        ),
+    )
+}
+
+fn bindings(client: &Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &resource(
+            "admissionregistration.k8s.io/v1",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+    )
+}

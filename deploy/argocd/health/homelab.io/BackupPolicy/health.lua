@@ -11,7 +11,6 @@ local hs = {}
 local transient = {
   KubernetesAPIError = true,
   ApplyFailed = true,
-  AzureError = true,
 }
 
 local function find_condition(status, condition_type)

@@ -14,7 +14,6 @@ local transient = {
   WaitingForExternalSecrets = true,
   KubernetesAPIError = true,
   ApplyFailed = true,
-  AzureError = true,
 }
 
 local function find_condition(status, condition_type)
