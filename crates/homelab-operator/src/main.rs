@@ -29,6 +29,9 @@ enum Command {
         /// Also read the subdirectories of directories.
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// The namespace of resources that name none (as `kubectl apply -n`).
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
         #[command(flatten)]
         flags: RenderFlags,
     },
@@ -42,10 +45,13 @@ fn main() -> ExitCode {
         Command::Render {
             paths,
             recursive,
+            namespace,
             flags,
         } => {
             let config = flags.render_config();
-            match homelab_operator::cli::render::render_paths(&paths, recursive, &config) {
+            match homelab_operator::cli::render::render_paths(
+                &paths, recursive, &namespace, &config,
+            ) {
                 Ok(yaml) => {
                     print!("{yaml}");
                     ExitCode::SUCCESS

@@ -144,7 +144,17 @@ pub fn render_manifests<S: AsRef<str>, T: AsRef<str>>(
     inputs: &[(S, T)],
     config: &OperatorConfig,
 ) -> Result<Vec<DynamicObject>, ManifestError> {
-    let documents = parse_manifests(inputs)?;
+    render_manifests_in(inputs, DEFAULT_NAMESPACE, config)
+}
+
+/// [`render_manifests`], with resources that name no namespace in `namespace` (as `kubectl
+/// apply -n` puts them).
+pub fn render_manifests_in<S: AsRef<str>, T: AsRef<str>>(
+    inputs: &[(S, T)],
+    namespace: &str,
+    config: &OperatorConfig,
+) -> Result<Vec<DynamicObject>, ManifestError> {
+    let documents = parse_manifests_in(inputs, namespace)?;
     render_documents(&documents, config)
 }
 
@@ -152,6 +162,14 @@ pub fn render_manifests<S: AsRef<str>, T: AsRef<str>>(
 /// namespace are put in [`DEFAULT_NAMESPACE`].
 pub fn parse_manifests<S: AsRef<str>, T: AsRef<str>>(
     inputs: &[(S, T)],
+) -> Result<Vec<Document>, ManifestError> {
+    parse_manifests_in(inputs, DEFAULT_NAMESPACE)
+}
+
+/// [`parse_manifests`], with resources that name no namespace put in `namespace`.
+pub fn parse_manifests_in<S: AsRef<str>, T: AsRef<str>>(
+    inputs: &[(S, T)],
+    namespace: &str,
 ) -> Result<Vec<Document>, ManifestError> {
     let mut documents = Vec::new();
     for (source, text) in inputs {
@@ -170,7 +188,7 @@ pub fn parse_manifests<S: AsRef<str>, T: AsRef<str>>(
             let mut resource = parse_resource(&location, value)?;
             let meta = resource.metadata_mut();
             if meta.namespace.as_deref().is_none_or(str::is_empty) {
-                meta.namespace = Some(DEFAULT_NAMESPACE.to_string());
+                meta.namespace = Some(namespace.to_string());
             }
             documents.push(Document { location, resource });
         }

@@ -18,11 +18,13 @@ pub enum RenderCommandError {
     Yaml(String),
 }
 
-/// Reads `.yaml`/`.yml` files and renders them. A directory contributes its files in name order;
+/// Reads `.yaml`/`.yml` files and renders them; resources that name no namespace are rendered
+/// in `namespace`. A directory contributes its files in name order;
 /// its subdirectories too when `recursive` (as `kubectl apply -R`).
 pub fn render_paths(
     paths: &[PathBuf],
     recursive: bool,
+    namespace: &str,
     config: &homelab_render::OperatorConfig,
 ) -> Result<String, RenderCommandError> {
     let mut files = Vec::new();
@@ -37,7 +39,7 @@ pub fn render_paths(
         })?;
         inputs.push((file.display().to_string(), text));
     }
-    let objects = homelab_render::render_manifests(&inputs, config)?;
+    let objects = homelab_render::manifest::render_manifests_in(&inputs, namespace, config)?;
     homelab_render::to_yaml(&objects).map_err(|e| RenderCommandError::Yaml(e.to_string()))
 }
 
