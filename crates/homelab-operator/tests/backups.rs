@@ -1369,3 +1369,74 @@ async fn a_refused_drill_is_reported_and_the_other_databases_drill_on() {
     .await;
     operator.stop().await;
 }
+
+/// A restore right after `backup-now` does not wait for the Barman Cloud Plugin's recovery
+/// window: the plugin's refresh of it after a backup can be lost to a conflict (seen on the data
+/// plane: HTTP 409 on its status update, the window reported five minutes later), and the
+/// completed on-demand Backup is evidence of a base backup of its own. Here the plugin reports
+/// no window at all; CloudNativePG's completion of the Backup is played.
+#[tokio::test]
+async fn a_restore_after_backup_now_starts_without_the_plugins_window() {
+    let (client, ns) = setup("restore-after-backup").await;
+    let operator = Operator::start(&ns).await;
+    policy(&client, &ns, "0 1 * * *", "5m", Value::Null).await;
+    database(&client, &ns, "source", json!({})).await;
+    wait_exists(&client, &ns, CNPG, "Cluster", "source-db-cnpg-v1").await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    wait_condition(
+        &databases,
+        "source",
+        "BackupReady",
+        "Unknown",
+        "WaitingForFirstBackup",
+    )
+    .await;
+    databases
+        .patch(
+            "source",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {naming::ANNOTATION_BACKUP_NOW: "migrate"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_exists(&client, &ns, CNPG, "Backup", "source-backup-migrate").await;
+    let stopped = ago(5);
+    dynamic_api(&client, &ns, CNPG, "Backup")
+        .patch_status(
+            "source-backup-migrate",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "completed",
+                "startedAt": ago(60).to_string(), "stoppedAt": stopped.to_string()}})),
+        )
+        .await
+        .unwrap();
+    let backup = eventually("the source to report its last backup", WAIT, || {
+        let databases = databases.clone();
+        async move {
+            let status = databases.get("source").await.ok()?.status?.backup?;
+            status.last_successful_backup.is_some().then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(
+        backup.last_successful_backup.map(|t| t.0.as_second()),
+        Some(stopped.as_second())
+    );
+    assert_eq!(
+        backup.first_recoverability_point.map(|t| t.0.as_second()),
+        Some(stopped.as_second())
+    );
+
+    database(
+        &client,
+        &ns,
+        "copy",
+        json!({"restore": {"from": {"appDatabase": "source"}}}),
+    )
+    .await;
+    wait_exists(&client, &ns, CNPG, "Cluster", "copy-db-cnpg-v1").await;
+    wait_condition(&databases, "copy", "RestoreReady", "True", "Restored").await;
+    operator.stop().await;
+}

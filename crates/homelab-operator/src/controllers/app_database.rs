@@ -277,7 +277,10 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         &namespace,
         &server_name,
         policy.as_ref(),
-        archived,
+        BackupEvidence {
+            archived,
+            on_demand: &on_demand_backups,
+        },
     );
     let names = facts.database_names(db);
     observed.status.database = Some(names.database);
@@ -791,6 +794,14 @@ async fn prune(db: &AppDatabase, desired: &[DynamicObject], ctx: &Context) -> Re
     .await
 }
 
+/// What the operator found of a database's backups itself, beside the plugin's recovery window.
+struct BackupEvidence<'a> {
+    /// The newest WAL segment in the container, and when it was uploaded.
+    archived: Option<(Time, String)>,
+    /// The database's on-demand backups, as reported in its status.
+    on_demand: &'a [homelab_api::app_database::OnDemandBackup],
+}
+
 fn observe(
     db: &AppDatabase,
     ctx: &Context,
@@ -798,8 +809,12 @@ fn observe(
     namespace: &str,
     server_name: &str,
     policy: Option<&PolicyFacts>,
-    archived: Option<(Time, String)>,
+    evidence: BackupEvidence<'_>,
 ) -> ObservedDatabase {
+    let BackupEvidence {
+        archived,
+        on_demand,
+    } = evidence;
     let cluster_name = naming::cluster(app);
     let cluster = ctx
         .children
@@ -892,6 +907,14 @@ fn observe(
             backup_status.last_successful_backup = time_field(window, "lastSuccessfulBackupTime");
             backup_status.last_failed_backup = time_field(window, "lastFailedBackupTime");
         }
+        (
+            backup_status.first_recoverability_point,
+            backup_status.last_successful_backup,
+        ) = super::backups::known_backups(
+            backup_status.first_recoverability_point.take(),
+            backup_status.last_successful_backup.take(),
+            on_demand,
+        );
         if let Some((at, segment)) = archived {
             backup_status.last_archived_wal = Some(at);
             backup_status.last_archived_wal_segment = Some(segment);

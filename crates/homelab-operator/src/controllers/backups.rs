@@ -118,9 +118,26 @@ pub fn check_restore(
             }),
         _ => None,
     };
+    // A source AppDatabase reports what it knows of its backups, the plugin's window and its own
+    // completed on-demand backups (see `known_backups`); an archive only has the window.
+    let source_first = restore
+        .from
+        .app_database
+        .as_ref()
+        .and_then(|source| ctx.database(namespace, source))
+        .and_then(|s| {
+            s.status
+                .as_ref()?
+                .backup
+                .as_ref()?
+                .first_recoverability_point
+                .clone()
+        })
+        .map(|t| t.0);
     let first = window
         .as_ref()
-        .and_then(|w| time_field(w, "firstRecoverabilityPoint"));
+        .and_then(|w| time_field(w, "firstRecoverabilityPoint"))
+        .or(source_first);
     match (first, restore.from.app_database.is_some()) {
         (None, true) => Some(RestoreCheck {
             recheck_at: now.checked_add(RESTORE_RECHECK).ok(),
@@ -348,6 +365,33 @@ fn backup_entry(token: &str, backup: &DynamicObject) -> OnDemandBackup {
         stopped: status.and_then(|s| time_field(s, "stoppedAt")).map(Time),
         error: text("error").filter(|e| !e.is_empty()),
     }
+}
+
+/// The base backups a database is known to have, as `(first recoverability point, last
+/// successful backup)`: the Barman Cloud Plugin's recovery window, completed by the database's
+/// own completed on-demand backups. The plugin refreshes its window after each backup by
+/// updating the ObjectStore as it read it when the backup began, without retrying on a
+/// conflict; when the ObjectStore changed meanwhile (the plugin's own catalog maintenance writes
+/// it every five minutes) that refresh is lost until the next maintenance. A completed Backup is
+/// evidence of its own, so a restore or a drill right after `backup-now` does not wait for it.
+pub fn known_backups(
+    window_first: Option<Time>,
+    window_last: Option<Time>,
+    on_demand: &[OnDemandBackup],
+) -> (Option<Time>, Option<Time>) {
+    let completed: Vec<jiff::Timestamp> = on_demand
+        .iter()
+        .filter(|b| b.phase == "Completed")
+        .filter_map(|b| b.stopped.as_ref().map(|t| t.0))
+        .collect();
+    let first = window_first.or_else(|| completed.iter().min().copied().map(Time));
+    let last = window_last
+        .map(|t| t.0)
+        .into_iter()
+        .chain(completed.iter().copied())
+        .max()
+        .map(Time);
+    (first, last)
 }
 
 /// WAL archiving as the Cluster's `ContinuousArchiving` condition reports it.
@@ -663,6 +707,57 @@ pub fn destination_taken_by<'a>(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn on_demand(phase: &str, stopped: Option<&str>) -> OnDemandBackup {
+        OnDemandBackup {
+            token: "t".into(),
+            backup: "b".into(),
+            phase: phase.into(),
+            started: None,
+            stopped: stopped.map(|s| Time(s.parse().unwrap())),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn completed_on_demand_backups_count_before_the_plugin_reports_them() {
+        let time = |s: &str| Some(Time(s.parse().unwrap()));
+        // No window yet: the completed on-demand backup is the first and last one known.
+        assert_eq!(
+            known_backups(
+                None,
+                None,
+                &[
+                    on_demand("Completed", Some("2026-12-03T15:46:18Z")),
+                    on_demand("Running", None),
+                    on_demand("Failed", Some("2026-12-03T15:50:00Z")),
+                ]
+            ),
+            (time("2026-12-03T15:46:18Z"), time("2026-12-03T15:46:18Z"))
+        );
+        // A window: its first point stands, the newer of the two is the last backup.
+        assert_eq!(
+            known_backups(
+                time("2026-11-26T01:00:00Z"),
+                time("2026-12-03T01:00:00Z"),
+                &[on_demand("Completed", Some("2026-12-03T15:46:18Z"))]
+            ),
+            (time("2026-11-26T01:00:00Z"), time("2026-12-03T15:46:18Z"))
+        );
+        assert_eq!(
+            known_backups(
+                time("2026-11-26T01:00:00Z"),
+                time("2026-12-03T16:00:00Z"),
+                &[on_demand("Completed", Some("2026-12-03T15:46:18Z"))]
+            ),
+            (time("2026-11-26T01:00:00Z"), time("2026-12-03T16:00:00Z"))
+        );
+        assert_eq!(
+            known_backups(None, None, &[on_demand("Pending", None)]),
+            (None, None)
+        );
+    }
+
     use serde_json::json;
 
     fn database(namespace: &str, name: &str, created: &str) -> AppDatabase {
