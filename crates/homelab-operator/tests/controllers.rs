@@ -204,6 +204,35 @@ async fn examples_converge_into_owned_children() {
         "only {checked} children carry the managed-by label"
     );
 
+    // status.databaseHost is the host the Deployment connects to: the pooler for n8n.
+    for (app, variable) in [("linkding", "LD_DB_HOST"), ("n8n", "DB_POSTGRESDB_HOST")] {
+        let deployment = wait_exists(&client, &ns, "apps/v1", "Deployment", app).await;
+        let wired = deployment.data["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == variable)
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{app}'s Deployment has no {variable}"));
+        let reported = eventually(&format!("{app}'s status.databaseHost"), WAIT, || {
+            let apps = apps.clone();
+            async move { apps.get(app).await.ok()?.status?.database_host }
+        })
+        .await;
+        assert_eq!(reported, wired, "{app}: status.databaseHost");
+    }
+    assert_eq!(
+        apps.get("n8n")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .database_host
+            .as_deref(),
+        Some(naming::pooler_host("n8n", &ns).as_str())
+    );
+
     // Status reports the generation it describes.
     eventually("observedGeneration on every resource", WAIT, || {
         let databases = databases.clone();

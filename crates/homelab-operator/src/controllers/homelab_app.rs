@@ -288,7 +288,14 @@ fn observe(
         url,
         available_replicas: deployment.as_ref().map(|_| available_replicas),
         database_host: database
-            .map(|db| naming::read_write_host(db.app_name(), &db.namespace().unwrap_or_default())),
+            .zip(app.spec.database.as_ref())
+            .map(|(db, binding)| {
+                homelab_render::app::database_host(
+                    binding,
+                    db.app_name(),
+                    &db.namespace().unwrap_or_default(),
+                )
+            }),
         ..app.status.clone().unwrap_or_default()
     };
     (all, status)

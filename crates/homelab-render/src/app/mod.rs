@@ -177,6 +177,16 @@ impl<'a> Context<'a> {
     }
 }
 
+/// The host an app bound by `binding` connects to: the database's pooler when it asks for it,
+/// the primary's read-write Service otherwise. `status.databaseHost` reports the same.
+pub fn database_host(binding: &DatabaseBinding, database_app: &str, namespace: &str) -> String {
+    if binding.use_pooler {
+        naming::pooler_host(database_app, namespace)
+    } else {
+        naming::read_write_host(database_app, namespace)
+    }
+}
+
 fn bind_database<'a>(
     binding: &'a DatabaseBinding,
     facts: &'a HomelabAppFacts,
@@ -190,16 +200,12 @@ fn bind_database<'a>(
             reason: "does not exist in this namespace; create it or fix the name".into(),
         });
     };
-    let host = if binding.use_pooler {
-        if !db.has_pooler {
-            return Err(RenderError::NoPooler {
-                database: db.name.clone(),
-            });
-        }
-        naming::pooler_host(&db.app, &db.namespace)
-    } else {
-        naming::read_write_host(&db.app, &db.namespace)
-    };
+    if binding.use_pooler && !db.has_pooler {
+        return Err(RenderError::NoPooler {
+            database: db.name.clone(),
+        });
+    }
+    let host = database_host(binding, &db.app, &db.namespace);
     Ok(BoundDatabase {
         binding,
         facts: db,
