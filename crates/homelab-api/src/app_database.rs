@@ -470,6 +470,60 @@ pub struct AppDatabaseStatus {
     /// cannot expand (condition `VolumesReady`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_sizes: Option<VolumeSizes>,
+
+    /// What the operator created in Azure for this database, recorded once it was ensured:
+    /// `deletionPolicy: Delete` removes exactly this, also after the BackupPolicy or the
+    /// ClusterSecretStore that named it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureResources>,
+}
+
+/// Azure resources the operator created for a database.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureResources {
+    /// Key Vault secrets: the password and the SAS tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<KeyVaultSecretRef>,
+    /// The Blob container of the database's backups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<BlobContainerRef>,
+}
+
+/// A Key Vault secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVaultSecretRef {
+    /// `https://{vault}.vault.azure.net`.
+    pub vault_url: String,
+    pub name: String,
+}
+
+/// A Blob container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobContainerRef {
+    /// `https://{account}.blob.core.windows.net`, or the policy's endpoint.
+    pub service_url: String,
+    pub name: String,
+}
+
+impl AzureResources {
+    /// `self` with what `other` names added (kept in order, without duplicates): a destination
+    /// that changed leaves its old container in the record, to be deleted with the database.
+    pub fn merged(mut self, other: &AzureResources) -> AzureResources {
+        for secret in &other.secrets {
+            if !self.secrets.contains(secret) {
+                self.secrets.push(secret.clone());
+            }
+        }
+        for container in &other.containers {
+            if !self.containers.contains(container) {
+                self.containers.push(container.clone());
+            }
+        }
+        self
+    }
 }
 
 /// Sizes of a cluster's volumes.

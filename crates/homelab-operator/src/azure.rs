@@ -95,6 +95,43 @@ pub struct DatabaseInputs {
     pub restore_archive: Option<BackupInputs>,
 }
 
+impl DatabaseInputs {
+    /// What ensuring these inputs creates in Azure: the password and SAS secrets, and the backup
+    /// container (never the container a restore reads from: that one is the source's).
+    pub fn resources(&self) -> homelab_api::app_database::AzureResources {
+        use homelab_api::app_database::{AzureResources, BlobContainerRef, KeyVaultSecretRef};
+        let secret = |name: &str| KeyVaultSecretRef {
+            vault_url: self.vault_url.clone(),
+            name: name.to_string(),
+        };
+        let mut secrets = vec![secret(&self.password_secret)];
+        let mut containers = Vec::new();
+        if let Some(backup) = &self.backup {
+            secrets.extend(backup.sas_secret.as_deref().map(secret));
+            containers.push(BlobContainerRef {
+                service_url: backup.service_url.clone(),
+                name: backup.container.clone(),
+            });
+        }
+        if let Some(archive) = &self.restore_archive {
+            secrets.extend(archive.sas_secret.as_deref().map(secret));
+        }
+        AzureResources {
+            secrets,
+            containers,
+        }
+    }
+}
+
+/// What [`AzureSide::delete_recorded`] deleted, and what it kept.
+#[derive(Debug, Default)]
+pub struct DeletedAzure {
+    pub containers: Vec<homelab_api::app_database::BlobContainerRef>,
+    pub secrets: Vec<homelab_api::app_database::KeyVaultSecretRef>,
+    /// Secrets that exist but were not created by the operator, or no longer exist.
+    pub kept_secrets: Vec<homelab_api::app_database::KeyVaultSecretRef>,
+}
+
 /// The backup destination of one database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupInputs {
@@ -426,39 +463,49 @@ impl AzureSide {
     /// Deletes the Azure side of a database: the backup container with every blob in it, and
     /// the Key Vault secrets the operator created (a password someone else created stays). Used
     /// only under `deletionPolicy: Delete`.
-    pub async fn delete_database(&self, inputs: &DatabaseInputs) -> Result<(), AzureError> {
+    /// Deletes what `resources` records: each container, and each secret the operator manages
+    /// (a secret someone else created is left alone, as `delete_managed` does). Returns what
+    /// was there and is deleted now, and the secrets kept because the operator did not create
+    /// them.
+    pub async fn delete_recorded(
+        &self,
+        resources: &homelab_api::app_database::AzureResources,
+    ) -> Result<DeletedAzure, AzureError> {
         use homelab_azure::BlobStore;
-        let vault = self.clients.key_vault();
-        if let Some(backup) = &inputs.backup {
-            let store = self.blob_store(&backup.service_url)?;
-            let container = ContainerName::parse(&backup.container)?;
-            self.call(
-                "delete_container",
-                None,
-                Some(&backup.service_url),
-                store.delete_container(&container),
-            )
-            .await?;
-            if let Some(sas_secret) = &backup.sas_secret {
-                let secret = SecretName::parse(sas_secret)?;
-                self.call(
-                    "delete_secret",
-                    Some(&inputs.vault_url),
+        let mut outcome = DeletedAzure::default();
+        for container in &resources.containers {
+            let store = self.blob_store(&container.service_url)?;
+            let name = ContainerName::parse(&container.name)?;
+            let existed = self
+                .call(
+                    "delete_container",
                     None,
-                    vault.delete_managed(&inputs.vault_url, &secret),
+                    Some(&container.service_url),
+                    store.delete_container(&name),
                 )
                 .await?;
+            if existed {
+                outcome.containers.push(container.clone());
             }
         }
-        let password = SecretName::parse(&inputs.password_secret)?;
-        self.call(
-            "delete_secret",
-            Some(&inputs.vault_url),
-            None,
-            vault.delete_managed(&inputs.vault_url, &password),
-        )
-        .await?;
-        Ok(())
+        let vault = self.clients.key_vault();
+        for secret in &resources.secrets {
+            let name = SecretName::parse(&secret.name)?;
+            let deleted = self
+                .call(
+                    "delete_secret",
+                    Some(&secret.vault_url),
+                    None,
+                    vault.delete_managed(&secret.vault_url, &name),
+                )
+                .await?;
+            if deleted {
+                outcome.secrets.push(secret.clone());
+            } else {
+                outcome.kept_secrets.push(secret.clone());
+            }
+        }
+        Ok(outcome)
     }
 
     fn blob_store(&self, service_url: &str) -> Result<Arc<AzureBlobStore>, AzureError> {

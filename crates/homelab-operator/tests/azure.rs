@@ -387,6 +387,125 @@ async fn deleting_with_delete_removes_the_azure_side_and_retain_keeps_it() {
     operator.stop().await;
 }
 
+/// `deletionPolicy: Delete` removes what the operator recorded it created in Azure when it
+/// ensured it, even once the BackupPolicy and the ClusterSecretStore that named the container and
+/// the vault are deleted first (as `kubectl delete -f` of a whole directory may); the Event
+/// names what was deleted.
+#[tokio::test]
+async fn delete_removes_what_was_recorded_after_its_policy_and_store_are_gone() {
+    use k8s_openapi::api::events::v1::Event;
+    let az = AzureEmulators::get().await;
+    let (client, ns, store) = setup("azure-delete-late", az).await;
+    let operator = Operator::start_with_azure(
+        &ns,
+        &[&format!("--default-secret-store={store}")],
+        clients(az),
+    )
+    .await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    let name = unique_app(&ns, "late");
+    apply_value(
+        &client,
+        &ns,
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+               "metadata": {"name": name},
+               "spec": {"deletionPolicy": "Delete", "backup": {"policyRef": {"name": "daily"}}}}),
+    )
+    .await;
+    let db = wait_azure_side(&databases, &name, true).await;
+    let recorded = eventually("the Azure side recorded in status", WAIT, || {
+        let databases = databases.clone();
+        let name = name.clone();
+        async move { databases.get(&name).await.ok()?.status?.azure }
+    })
+    .await;
+    let names: Vec<&str> = recorded.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{name}-db-password").as_str(),
+            format!("{name}-db-backup-sas").as_str()
+        ]
+    );
+    assert_eq!(
+        recorded
+            .containers
+            .iter()
+            .map(|c| (c.service_url.as_str(), c.name.as_str()))
+            .collect::<Vec<_>>(),
+        [(az.blob_service_url(), format!("{name}-db-clean").as_str())]
+    );
+    drop(db);
+
+    // The references go first.
+    dynamic_api(&client, &ns, "homelab.io/v1alpha1", "BackupPolicy")
+        .delete("daily", &DeleteParams::default())
+        .await
+        .unwrap();
+    kube::Api::<kube::api::DynamicObject>::all_with(
+        client.clone(),
+        &resource("external-secrets.io/v1", "ClusterSecretStore"),
+    )
+    .delete(&store, &DeleteParams::default())
+    .await
+    .unwrap();
+    databases
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the AppDatabase to be gone", WAIT, || {
+        let databases = databases.clone();
+        let name = name.clone();
+        async move { databases.get_opt(&name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+
+    let vault = clients(az).key_vault();
+    for secret in ["db-password", "db-backup-sas"] {
+        let secret = SecretName::parse(&format!("{name}-{secret}")).unwrap();
+        assert!(
+            vault
+                .get(az.key_vault_url(), &secret)
+                .await
+                .unwrap()
+                .is_none(),
+            "{secret:?} is deleted"
+        );
+    }
+    let blobs = clients(az).blob_store(az.blob_service_url()).unwrap();
+    assert!(
+        !blobs
+            .delete_container(&ContainerName::parse(&format!("{name}-db-clean")).unwrap())
+            .await
+            .unwrap(),
+        "the backup container is deleted"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let note = eventually("the DataDeleted Event", WAIT, || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("DataDeleted"))?
+                .note
+        }
+    })
+    .await;
+    assert_eq!(
+        note,
+        format!(
+            "deletionPolicy is Delete: deleted the CloudNativePG cluster {name}-db-cnpg-v1 and its backup configuration, the Blob container {name}-db-clean ({blob}), the Key Vault secret {name}-db-password ({vault}), the Key Vault secret {name}-db-backup-sas ({vault})",
+            blob = az.blob_service_url(),
+            vault = az.key_vault_url()
+        )
+    );
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn restoring_from_a_named_archive_gets_a_read_only_token_for_it() {
     let az = AzureEmulators::get().await;

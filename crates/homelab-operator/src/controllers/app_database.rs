@@ -335,7 +335,13 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         .into_iter()
         .flatten()
         .min();
-    if let Some(ensured) = &azure {
+    if let Some((ensured, resources)) = &azure {
+        let recorded = db
+            .status
+            .as_ref()
+            .and_then(|s| s.azure.clone())
+            .unwrap_or_default();
+        observed.status.azure = Some(recorded.merged(resources));
         observed.status.password_origin = Some(ensured.password_origin.to_string());
         if let Some(backup) = observed.status.backup.as_mut() {
             backup.sas_expires = ensured
@@ -364,10 +370,13 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     Ok(Converged {
         observed,
         azure_error,
-        next_azure_check: [azure.map(|a| a.next_check), wal_probe.map(|p| p.next_probe)]
-            .into_iter()
-            .flatten()
-            .min(),
+        next_azure_check: [
+            azure.map(|(a, _)| a.next_check),
+            wal_probe.map(|p| p.next_probe),
+        ]
+        .into_iter()
+        .flatten()
+        .min(),
         next_backup_check,
     })
 }
@@ -517,15 +526,20 @@ async fn ensure_azure(
     ctx: &Context,
     namespace: &str,
     policy: Option<&PolicyFacts>,
-) -> Result<Option<crate::azure::Ensured>, Error> {
+) -> Result<
+    Option<(
+        crate::azure::Ensured,
+        homelab_api::app_database::AzureResources,
+    )>,
+    Error,
+> {
     let Some(azure) = &ctx.azure else {
         return Ok(None);
     };
     let inputs = azure_inputs(db, ctx, namespace, policy).await?;
     let key = format!("{namespace}/{}", db.name_any());
-    Ok(Some(
-        azure.ensure(&key, &inputs, jiff::Timestamp::now()).await?,
-    ))
+    let ensured = azure.ensure(&key, &inputs, jiff::Timestamp::now()).await?;
+    Ok(Some((ensured, inputs.resources())))
 }
 
 /// Lists the database's archive for its newest WAL segment (see [`crate::azure::AzureSide::probe_wal`]).
@@ -1107,17 +1121,33 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
             for child in ctx.children.owned_by(&namespace, &uid, &owner_key) {
                 ctx.children.delete(&child).await?;
             }
+            let mut kept: Vec<String> = Vec::new();
+            let mut deleted = vec![format!(
+                "the CloudNativePG cluster {} and its backup configuration",
+                naming::cluster(app)
+            )];
             if let Some(azure) = &ctx.azure {
-                let policy = db.spec.backup.as_ref().and_then(|b| {
-                    ctx.policy(&namespace, &b.policy_ref.name)
-                        .map(|p| PolicyFacts {
-                            name: b.policy_ref.name.clone(),
-                            spec: p.spec.clone(),
-                        })
-                });
-                let inputs = azure_inputs(db, ctx, &namespace, policy.as_ref()).await?;
-                if let Err(err) = azure.delete_database(&inputs).await {
-                    ctx.events
+                // What was recorded when it was ensured; a database from before the record is
+                // worked out from its current references, as it was ensured.
+                let resources = match db.status.as_ref().and_then(|s| s.azure.clone()) {
+                    Some(recorded) => recorded,
+                    None => {
+                        let policy = db.spec.backup.as_ref().and_then(|b| {
+                            ctx.policy(&namespace, &b.policy_ref.name)
+                                .map(|p| PolicyFacts {
+                                    name: b.policy_ref.name.clone(),
+                                    spec: p.spec.clone(),
+                                })
+                        });
+                        azure_inputs(db, ctx, &namespace, policy.as_ref())
+                            .await?
+                            .resources()
+                    }
+                };
+                let outcome = match azure.delete_recorded(&resources).await {
+                    Ok(outcome) => outcome,
+                    Err(err) => {
+                        ctx.events
                         .publish(
                             &reference,
                             true,
@@ -1128,9 +1158,28 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
                             ),
                         )
                         .await;
-                    return Err(err.into());
-                }
+                        return Err(err.into());
+                    }
+                };
                 azure.forget(&format!("{namespace}/{}", db.name_any()));
+                for container in &outcome.containers {
+                    deleted.push(format!(
+                        "the Blob container {} ({})",
+                        container.name, container.service_url
+                    ));
+                }
+                for secret in &outcome.secrets {
+                    deleted.push(format!(
+                        "the Key Vault secret {} ({})",
+                        secret.name, secret.vault_url
+                    ));
+                }
+                kept.extend(outcome.kept_secrets.iter().map(|secret| {
+                    format!(
+                        "the Key Vault secret {} ({}): the operator did not create it, or it was gone",
+                        secret.name, secret.vault_url
+                    )
+                }));
             }
             ctx.events
                 .publish(
@@ -1138,10 +1187,15 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
                     false,
                     "DataDeleted",
                     "Delete",
-                    format!(
-                        "deletionPolicy is Delete: deleted the CloudNativePG cluster {}, its backup configuration, the backup container and the Key Vault secrets the operator created",
-                        naming::cluster(app)
-                    ),
+                    if kept.is_empty() {
+                        format!("deletionPolicy is Delete: deleted {}", deleted.join(", "))
+                    } else {
+                        format!(
+                            "deletionPolicy is Delete: deleted {}; kept {}",
+                            deleted.join(", "),
+                            kept.join(", ")
+                        )
+                    },
                 )
                 .await;
         }
