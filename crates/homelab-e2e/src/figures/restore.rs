@@ -102,9 +102,8 @@ spec:
     let database = db["status"]["database"].as_str().unwrap_or(app).to_owned();
     let owner = db["status"]["owner"].as_str().unwrap_or(app).to_owned();
     // The cluster's first, immediate base backup is let finish on the empty database before the
-    // rows go in: taken during the fill it competes with the fill's WAL archiving (a 110 MB base
-    // backup then took 4 min 42 s instead of 68 s on this machine), and the on-demand backup
-    // waits for it.
+    // rows go in, so that the archive holds the same two backups every run (one of the empty
+    // database, the on-demand one of the rows) and the on-demand backup never waits for it.
     let cluster = cluster_of(app);
     wait_for(
         &format!("the first base backup of {app}"),
