@@ -113,6 +113,25 @@ pub fn merge(
         .collect()
 }
 
+/// Sets `observed` in a written list of conditions by its type, leaving the others as they are:
+/// the transition time moves only when the status flips, as in [`merge`].
+pub fn set_written(
+    conditions: &mut Vec<Condition>,
+    observed: &Observed,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let merged = merge(conditions, std::slice::from_ref(observed), generation, now);
+    let Some(condition) = merged.into_iter().next() else {
+        return;
+    };
+    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+        Some(existing) => *existing = condition,
+        None if condition.type_ == READY => conditions.insert(0, condition),
+        None => conditions.push(condition),
+    }
+}
+
 /// Finds a condition by type.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -195,6 +214,34 @@ mod tests {
             &t1,
         );
         assert_eq!(third[0].last_transition_time, t1);
+    }
+
+    #[test]
+    fn a_written_condition_is_replaced_by_type_and_keeps_its_transition_time() {
+        let t0 = time("2026-01-01T00:00:00Z");
+        let t1 = time("2026-01-02T00:00:00Z");
+        let mut written = merge(
+            &[],
+            &[
+                Observed::new(READY, Status::False, Reason::ClusterCreating, "a"),
+                Observed::new(CLUSTER_READY, Status::Unknown, Reason::ClusterCreating, "b"),
+            ],
+            Some(1),
+            &t0,
+        );
+        set_written(
+            &mut written,
+            &Observed::new(READY, Status::False, Reason::AzureForbidden, "c"),
+            Some(1),
+            &t1,
+        );
+        assert_eq!(written.len(), 2);
+        assert_eq!(
+            (written[0].reason.as_str(), written[0].message.as_str()),
+            ("AzureForbidden", "c")
+        );
+        assert_eq!(written[0].last_transition_time, t0, "still False");
+        assert_eq!(written[1].reason, "ClusterCreating");
     }
 
     #[test]

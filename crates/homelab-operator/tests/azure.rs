@@ -506,6 +506,93 @@ async fn delete_removes_what_was_recorded_after_its_policy_and_store_are_gone() 
     operator.stop().await;
 }
 
+/// A deletion that Azure refuses (here Key Vault answers 403, from the emulator's fault: the real
+/// service cannot be made to refuse on demand) holds the finalizer, and `Ready` says why while it
+/// does; once Azure answers again the deletion completes.
+#[tokio::test]
+async fn a_deletion_azure_refuses_holds_the_finalizer_and_says_why() {
+    use homelab_testenv::azure::KeyVaultFault;
+    let az = AzureEmulators::start_private_key_vault()
+        .await
+        .expect("the Key Vault emulator");
+    let env = TestEnv::get().await;
+    let client = env.client().await.unwrap();
+    let ns = env.namespace("azure-delete-held").await.unwrap();
+    let store = secret_store(&client, &ns, &az).await;
+    // A short resync: a refusal is not retried soon by itself.
+    let operator = Operator::start_with_azure(
+        &ns,
+        &[
+            &format!("--default-secret-store={store}"),
+            "--resync-seconds=5",
+        ],
+        clients(&az),
+    )
+    .await;
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
+    let name = unique_app(&ns, "held");
+    apply_value(
+        &client,
+        &ns,
+        json!({"apiVersion": "homelab.io/v1alpha1", "kind": "AppDatabase",
+               "metadata": {"name": name}, "spec": {"deletionPolicy": "Delete"}}),
+    )
+    .await;
+    wait_azure_side(&databases, &name, false).await;
+
+    az.set_key_vault_fault(Some(KeyVaultFault::Forbidden))
+        .unwrap();
+    databases
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let ready = eventually("Ready to say why deleting is held up", WAIT, || {
+        let databases = databases.clone();
+        let name = name.clone();
+        async move {
+            let db = databases.get_opt(&name).await.ok()??;
+            db.metadata.deletion_timestamp.as_ref()?;
+            let ready = db
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.reason == "AzureForbidden").then_some(ready)
+        }
+    })
+    .await;
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready
+            .message
+            .starts_with("cannot delete the Azure side of this database (")
+            && ready.message.ends_with(
+                "); the AppDatabase stays until it can — or set deletionPolicy: Retain to keep the Azure data and let it go"
+            ),
+        "{}",
+        ready.message
+    );
+
+    az.set_key_vault_fault(None).unwrap();
+    eventually("the AppDatabase to be gone", WAIT, || {
+        let databases = databases.clone();
+        let name = name.clone();
+        async move { databases.get_opt(&name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    let password = SecretName::parse(&format!("{name}-db-password")).unwrap();
+    assert!(
+        clients(&az)
+            .key_vault()
+            .get(az.key_vault_url(), &password)
+            .await
+            .unwrap()
+            .is_none(),
+        "the password is deleted once Key Vault answers"
+    );
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn restoring_from_a_named_archive_gets_a_read_only_token_for_it() {
     let az = AzureEmulators::get().await;

@@ -1089,6 +1089,36 @@ async fn write_status(
     Ok(())
 }
 
+fn deletion_held_message(err: &Error) -> String {
+    format!(
+        "cannot delete the Azure side of this database ({err}); the AppDatabase stays until it can — or set deletionPolicy: Retain to keep the Azure data and let it go"
+    )
+}
+
+/// While a failing cleanup holds the finalizer, `Ready` says why (the Event alone is gone after
+/// an hour). A status write that fails is only logged: the reconcile error is reported anyway.
+async fn report_deletion_held(
+    db: &AppDatabase,
+    api: &Api<AppDatabase>,
+    ctx: &Context,
+    err: &Error,
+    message: &str,
+) {
+    let current = ctx.status_writes.previous(db, db.status.as_ref());
+    let mut status = current.clone().unwrap_or_default();
+    conditions::set_written(
+        &mut status.conditions,
+        &Observed::new(conditions::READY, Status::False, err.reason(), message),
+        db.meta().generation,
+        &now(),
+    );
+    if let Err(write) =
+        status::patch_if_changed(api, &ctx.status_writes, db, current.as_ref(), &status).await
+    {
+        tracing::warn!(error = %write, "could not report why deleting is held up");
+    }
+}
+
 async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     if !finalizer::has_finalizer(db) {
         return Ok(Action::await_change());
@@ -1147,18 +1177,13 @@ async fn cleanup(db: &AppDatabase, api: &Api<AppDatabase>, ctx: &Context) -> Res
                 let outcome = match azure.delete_recorded(&resources).await {
                     Ok(outcome) => outcome,
                     Err(err) => {
+                        let err = Error::from(err);
+                        let message = deletion_held_message(&err);
+                        report_deletion_held(db, api, ctx, &err, &message).await;
                         ctx.events
-                        .publish(
-                            &reference,
-                            true,
-                            crate::azure::reason(&err).as_str(),
-                            "Delete",
-                            format!(
-                                "cannot delete the Azure side of this database ({err}); the AppDatabase stays until it can — or set deletionPolicy: Retain to keep the Azure data and let it go"
-                            ),
-                        )
-                        .await;
-                        return Err(err.into());
+                            .publish(&reference, true, err.reason().as_str(), "Delete", message)
+                            .await;
+                        return Err(err);
                     }
                 };
                 azure.forget(&format!("{namespace}/{}", db.name_any()));
