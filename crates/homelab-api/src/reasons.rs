@@ -98,8 +98,6 @@ reasons! {
     DatabaseNotReady: Progressing, [HomelabApp];
     /// The referenced AppDatabase does not exist.
     DatabaseNotFound: Degraded, [HomelabApp, AppDatabase];
-    /// Another referenced object does not exist.
-    ReferenceNotFound: Degraded, [HomelabApp];
     SecretsSynced: NotOnReady, [HomelabApp];
     /// External Secrets Operator reports the app's secrets failing to sync.
     SecretsNotSynced: Degraded, [HomelabApp];

@@ -466,6 +466,41 @@ async fn status_follows_what_the_children_report() {
         },
     )
     .await;
+    assert_argocd_shows(&client, &ns, "HomelabApp", "linkding", "DatabaseNotReady").await;
+
+    // The cluster recovers, and ESO reports the app's own secrets failing: the app says so.
+    clusters
+        .patch_status(
+            "linkding-db-cnpg-v1",
+            &PatchParams::default(),
+            &Patch::Merge(cluster_status(true)),
+        )
+        .await
+        .unwrap();
+    let failing = json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+        "reason": "SecretSyncedError", "message": "could not get secret data from provider",
+        "lastTransitionTime": jiff::Timestamp::now().to_string()}]}});
+    secrets
+        .patch_status(
+            "linkding-secrets",
+            &PatchParams::default(),
+            &Patch::Merge(failing),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "HomelabApp Ready=False because its secrets do not sync",
+        WAIT,
+        || {
+            let apps = apps.clone();
+            async move {
+                let (status, reason) = ready_condition(&apps, "linkding").await?;
+                (status == "False" && reason == "SecretsNotSynced").then_some(())
+            }
+        },
+    )
+    .await;
+    assert_argocd_shows(&client, &ns, "HomelabApp", "linkding", "SecretsNotSynced").await;
     operator.stop().await;
 }
 

@@ -44,6 +44,8 @@ const PRODUCED_ELSEWHERE: &[(&str, &str)] = &[
     ("StorageCannotExpand", "controllers.rs"),
     ("AzureUnreachable", "azure.rs"),
     ("ClusterNotHealthy", "controllers.rs"),
+    ("DatabaseNotReady", "controllers.rs"),
+    ("SecretsNotSynced", "controllers.rs"),
     ("WALArchivingFailing", "backups.rs"),
     ("WALArchivingStale", "backups.rs, azure.rs"),
     ("BackupStale", "backups.rs"),

@@ -146,7 +146,7 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
             let policy = ctx
                 .policy(&namespace, &name)
                 .ok_or_else(|| Error::MissingReference {
-                    kind: "BackupPolicy",
+                    kind: super::error::ReferencedKind::BackupPolicy,
                     name: name.clone(),
                     namespace: namespace.clone(),
                 })?;
@@ -641,7 +641,7 @@ async fn azure_inputs(
             let policy = ctx
                 .policy(namespace, &archive.policy_ref.name)
                 .ok_or_else(|| Error::MissingReference {
-                    kind: "BackupPolicy",
+                    kind: super::error::ReferencedKind::BackupPolicy,
                     name: archive.policy_ref.name.clone(),
                     namespace: namespace.to_string(),
                 })?;
@@ -734,7 +734,7 @@ fn resolve_restore_source(
         let source =
             ctx.database(namespace, source_name)
                 .ok_or_else(|| Error::MissingReference {
-                    kind: "AppDatabase",
+                    kind: super::error::ReferencedKind::AppDatabase,
                     name: source_name.clone(),
                     namespace: namespace.to_string(),
                 })?;
@@ -752,7 +752,7 @@ fn resolve_restore_source(
         let policy = ctx
             .policy(namespace, &archive.policy_ref.name)
             .ok_or_else(|| Error::MissingReference {
-                kind: "BackupPolicy",
+                kind: super::error::ReferencedKind::BackupPolicy,
                 name: archive.policy_ref.name.clone(),
                 namespace: namespace.to_string(),
             })?;

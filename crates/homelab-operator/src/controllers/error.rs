@@ -7,6 +7,22 @@ use homelab_api::reasons::Reason;
 
 use crate::kubernetes::children::ChildError;
 
+/// The kinds a resource can reference that the operator looks up itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReferencedKind {
+    AppDatabase,
+    BackupPolicy,
+}
+
+impl std::fmt::Display for ReferencedKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReferencedKind::AppDatabase => "AppDatabase",
+            ReferencedKind::BackupPolicy => "BackupPolicy",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The spec passed admission but cannot be turned into child objects.
@@ -18,7 +34,7 @@ pub enum Error {
         "{kind} {name:?} does not exist in namespace {namespace}: create it or fix the reference"
     )]
     MissingReference {
-        kind: &'static str,
+        kind: ReferencedKind,
         name: String,
         namespace: String,
     },
@@ -61,10 +77,9 @@ impl Error {
     pub fn reason(&self) -> Reason {
         match self {
             Error::InvalidSpec(_) => Reason::InvalidSpec,
-            Error::MissingReference { kind, .. } => match *kind {
-                "AppDatabase" => Reason::DatabaseNotFound,
-                "BackupPolicy" => Reason::BackupPolicyNotFound,
-                _ => Reason::ReferenceNotFound,
+            Error::MissingReference { kind, .. } => match kind {
+                ReferencedKind::AppDatabase => Reason::DatabaseNotFound,
+                ReferencedKind::BackupPolicy => Reason::BackupPolicyNotFound,
             },
             Error::MissingCrd(_) => Reason::CRDNotInstalled,
             Error::Child(err) if err.is_rejection() => Reason::ChildRejected,

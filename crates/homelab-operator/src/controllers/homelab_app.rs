@@ -87,7 +87,7 @@ async fn converge(app: &HomelabApp, ctx: &Context) -> Result<ObservedApp, Error>
             let db = ctx
                 .database(&namespace, name)
                 .ok_or_else(|| Error::MissingReference {
-                    kind: "AppDatabase",
+                    kind: super::error::ReferencedKind::AppDatabase,
                     name: name.clone(),
                     namespace: namespace.clone(),
                 })?;
