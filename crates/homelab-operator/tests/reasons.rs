@@ -64,6 +64,7 @@ const PRODUCED_HERE: &[&str] = &[
     "AzureForbidden",
     "AzureUnauthenticated",
     "SecretSoftDeleted",
+    "SecretDisabled",
     "SasTokenRefused",
     "WaitingForExternalSecrets",
     "CredentialsNotSynced",
@@ -554,6 +555,38 @@ async fn key_vault_refusals_say_what_to_do() {
     let message = produced(&client, &ns, "AppDatabase", &deleted, "SecretSoftDeleted").await;
     assert!(
         message.contains("az keyvault secret recover") && message.contains(&secret),
+        "{message}"
+    );
+
+    // A password secret whose current version someone disabled: never overwritten.
+    let disabled = unique_app(&ns, "disabled");
+    let secret = format!("{disabled}-db-password");
+    sdk_secret_client(&az)
+        .set_secret(
+            &secret,
+            azure_security_keyvault_secrets::models::SetSecretParameters {
+                value: Some("set-by-a-human".into()),
+                secret_attributes: Some(
+                    azure_security_keyvault_secrets::models::SecretAttributes {
+                        enabled: Some(false),
+                        ..Default::default()
+                    },
+                ),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    apply_kind(&client, &ns, "AppDatabase", &disabled, json!({})).await;
+    let message = produced(&client, &ns, "AppDatabase", &disabled, "SecretDisabled").await;
+    assert!(
+        message.contains(&format!(
+            "az keyvault secret set-attributes --id {}/secrets/{secret} --enabled true",
+            az.key_vault_url().trim_end_matches('/')
+        )),
         "{message}"
     );
 
