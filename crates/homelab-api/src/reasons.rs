@@ -133,13 +133,16 @@ reasons! {
     // AppDatabase: backups and restores.
     BackupsHealthy: NotOnReady, [AppDatabase];
     BackupsSuspended: NotOnReady, [AppDatabase];
-    WaitingForFirstBackup: Progressing, [AppDatabase];
+    /// On `BackupReady=Unknown`, which does not make `Ready` False: a new database is ready
+    /// before its first backup.
+    WaitingForFirstBackup: NotOnReady, [AppDatabase];
     WALArchivingFailing: Degraded, [AppDatabase];
     WALArchivingStale: Degraded, [AppDatabase];
     BackupFailing: Degraded, [AppDatabase];
     BackupStale: Degraded, [AppDatabase];
     Restored: NotOnReady, [AppDatabase];
-    RestoreStarting: Progressing, [AppDatabase];
+    /// On `RestoreReady=True`: the restore may proceed.
+    RestoreStarting: NotOnReady, [AppDatabase];
     SourceHasNoBackup: Progressing, [AppDatabase];
     TargetTimeInFuture: Degraded, [AppDatabase];
     TargetTimeBeforeRecoveryWindow: Degraded, [AppDatabase];

@@ -1,7 +1,7 @@
 -- Argo CD health of a homelab.io AppDatabase, from its Ready condition and observedGeneration.
 --   Progressing: the operator has not yet observed the current generation, or the database is on its
---                way (CloudNativePG cluster starting, credentials syncing, first backup pending,
---                retried errors).
+--                way (CloudNativePG cluster starting, credentials syncing, the source of a restore
+--                without a backup yet, retried errors).
 --   Degraded:    Ready=False for a reason that needs a change from someone (bad spec, missing
 --                reference or CRD, rejected child, credentials that cannot sync, stale backups or
 --                failing WAL archiving).
@@ -15,8 +15,6 @@ local transient = {
   ClusterNotHealthy = true,
   ObjectStoreMissing = true,
   WaitingForExternalSecrets = true,
-  WaitingForFirstBackup = true,
-  RestoreStarting = true,
   SourceHasNoBackup = true,
   KubernetesAPIError = true,
   ApplyFailed = true,
