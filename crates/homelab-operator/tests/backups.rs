@@ -331,20 +331,17 @@ async fn on_demand_backups_are_created_once_per_token_and_reported() {
     wait_exists(&client, &ns, CNPG, "Cluster", "linkding-db-cnpg-v1").await;
     let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
     let backups = dynamic_api(&client, &ns, CNPG, "Backup");
-    let annotate = |token: &str| {
+    let backup_now = |token: &str| {
         let databases = databases.clone();
         let token = token.to_string();
         async move {
-            databases
-                .patch(
-                    "linkding",
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"metadata": {"annotations": {naming::ANNOTATION_BACKUP_NOW: token}}}),
-                    ),
-                )
-                .await
-                .unwrap();
+            annotate(
+                &databases,
+                "linkding",
+                naming::ANNOTATION_BACKUP_NOW,
+                &token,
+            )
+            .await;
         }
     };
     let reported = |token: &'static str, phase: &'static str| {
@@ -366,7 +363,7 @@ async fn on_demand_backups_are_created_once_per_token_and_reported() {
         }
     };
 
-    annotate("before-upgrade").await;
+    backup_now("before-upgrade").await;
     let backup = wait_exists(
         &client,
         &ns,
@@ -401,7 +398,7 @@ async fn on_demand_backups_are_created_once_per_token_and_reported() {
     wait_event(&client, &ns, "OnDemandBackupCompleted").await;
 
     // A second token: a second Backup; this one fails.
-    annotate("second").await;
+    backup_now("second").await;
     wait_exists(&client, &ns, CNPG, "Backup", "linkding-backup-second").await;
     backups
         .patch_status(
@@ -618,6 +615,20 @@ async fn stale_backups_and_archiving_flip_backup_ready_on_time() {
     operator.stop().await;
 }
 
+/// Sets annotation `key` to `value` on `name`, as `kubectl annotate --overwrite` does.
+async fn annotate<K>(api: &Api<K>, name: &str, key: &str, value: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+    )
+    .await
+    .unwrap();
+}
+
 /// A policy with drills that are only ever started by `drill-now` during the test.
 fn manual_drills(timeout: &str) -> Value {
     json!({"schedule": "0 4 1 1 *", "timeout": timeout, "history": 3})
@@ -741,16 +752,13 @@ async fn a_drill_restores_measures_and_cleans_up() {
     let production = wait_exists(&client, &ns, CNPG, "Cluster", "linkding-db-cnpg-v1").await;
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
     let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
-    databases
-        .patch(
-            "linkding",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "first"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(
+        &databases,
+        "linkding",
+        naming::ANNOTATION_DRILL_NOW,
+        "first",
+    )
+    .await;
 
     let drill = wait_exists(&client, &ns, CNPG, "Cluster", "linkding-drill-1").await;
     let owner = &drill.owner_references()[0];
@@ -891,16 +899,13 @@ async fn a_drill_beyond_its_recovery_point_objective_is_reported_not_passed() {
     policy(&client, &ns, "0 1 * * *", "5m", manual_drills("30m")).await;
     backed_up_database(&client, &ns, "feeds").await;
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
-    dynamic_api(&client, &ns, "homelab.io/v1alpha1", "AppDatabase")
-        .patch(
-            "feeds",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "late"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(
+        &dynamic_api(&client, &ns, "homelab.io/v1alpha1", "AppDatabase"),
+        "feeds",
+        naming::ANNOTATION_DRILL_NOW,
+        "late",
+    )
+    .await;
     wait_exists(&client, &ns, CNPG, "Cluster", "feeds-drill-1").await;
     play_cluster_conditions(
         &client,
@@ -966,16 +971,7 @@ async fn a_drill_that_never_becomes_ready_times_out_and_is_cleaned_up() {
     backed_up_database(&client, &ns, "wiki").await;
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
     // The policy's own annotation drills every database using it.
-    policies
-        .patch(
-            "daily",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "t1"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(&policies, "daily", naming::ANNOTATION_DRILL_NOW, "t1").await;
     wait_exists(&client, &ns, CNPG, "Cluster", "wiki-drill-1").await;
     // Play CloudNativePG: the recovery never finishes.
     play_cluster_conditions(
@@ -1046,16 +1042,7 @@ async fn an_operator_restart_mid_drill_resumes_the_same_drill() {
     backed_up_database(&client, &ns, "n8n").await;
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
     let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
-    databases
-        .patch(
-            "n8n",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "go"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(&databases, "n8n", naming::ANNOTATION_DRILL_NOW, "go").await;
     let drill = wait_exists(&client, &ns, CNPG, "Cluster", "n8n-drill-1").await;
     let running = wait_drill(&policies, "Running").await;
     operator.stop().await;
@@ -1240,16 +1227,7 @@ async fn a_drill_whose_database_leaves_the_policy_is_ended_and_cleaned_up() {
     policy(&client, &ns, "0 1 * * *", "5m", manual_drills("30m")).await;
     backed_up_database(&client, &ns, "listmonk").await;
     let databases: Api<AppDatabase> = Api::namespaced(client.clone(), &ns);
-    databases
-        .patch(
-            "listmonk",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "x"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(&databases, "listmonk", naming::ANNOTATION_DRILL_NOW, "x").await;
     wait_exists(&client, &ns, CNPG, "Cluster", "listmonk-drill-1").await;
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
     wait_drill(&policies, "Running").await;
@@ -1309,16 +1287,7 @@ async fn a_refused_drill_is_reported_and_the_other_databases_drill_on() {
     backed_up_database(&client, &ns, "wallabag").await;
     backed_up_database(&client, &ns, "linkding").await;
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
-    policies
-        .patch(
-            "daily",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {naming::ANNOTATION_DRILL_NOW: "both"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(&policies, "daily", naming::ANNOTATION_DRILL_NOW, "both").await;
 
     wait_exists(&client, &ns, CNPG, "Cluster", "linkding-drill-1").await;
     wait_condition(
@@ -1391,16 +1360,13 @@ async fn a_restore_after_backup_now_starts_without_the_plugins_window() {
         "WaitingForFirstBackup",
     )
     .await;
-    databases
-        .patch(
-            "source",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {naming::ANNOTATION_BACKUP_NOW: "migrate"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    annotate(
+        &databases,
+        "source",
+        naming::ANNOTATION_BACKUP_NOW,
+        "migrate",
+    )
+    .await;
     wait_exists(&client, &ns, CNPG, "Backup", "source-backup-migrate").await;
     let stopped = ago(5);
     dynamic_api(&client, &ns, CNPG, "Backup")
