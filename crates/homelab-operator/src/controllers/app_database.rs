@@ -181,8 +181,7 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         restore_source,
         running_image,
     };
-    let mut desired = homelab_render::render_app_database(db, &facts, &ctx.render)
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let mut desired = homelab_render::render_app_database(db, &facts, &ctx.render)?;
 
     // A restore creates its cluster only when the target lies inside the source's window.
     let restore_check = super::backups::check_restore(

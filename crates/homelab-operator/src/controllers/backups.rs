@@ -228,8 +228,7 @@ pub async fn on_demand_backups(
             || backups.iter().any(|(_, b)| b.token == token);
         if !known {
             if has_policy && ctx.children.has_kind(CNPG_API, "Backup") {
-                let backup = homelab_render::render_on_demand_backup(db, &token, &ctx.render)
-                    .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+                let backup = homelab_render::render_on_demand_backup(db, &token, &ctx.render)?;
                 ctx.children.apply(&backup).await?;
                 ctx.events
                     .publish(

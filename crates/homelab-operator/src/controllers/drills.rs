@@ -862,8 +862,7 @@ async fn start_verification(
     cluster: &str,
 ) -> Result<(), Error> {
     let facts = drill_facts(db, ctx, 0);
-    let job = homelab_render::render_drill_verification(policy, db, &facts, cluster, &ctx.render)
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let job = homelab_render::render_drill_verification(policy, db, &facts, cluster, &ctx.render)?;
     ctx.children.apply(&job).await?;
     Ok(())
 }
@@ -917,8 +916,7 @@ async fn start(
         .map(|t| t.0)
         .max(last_backup);
     let facts = drill_facts(db, ctx, sequence);
-    let mut object = homelab_render::render_restore_drill(policy, db, &facts, &ctx.render)
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let mut object = homelab_render::render_restore_drill(policy, db, &facts, &ctx.render)?;
     let annotations = object
         .metadata
         .annotations

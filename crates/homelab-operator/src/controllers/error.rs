@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use homelab_api::reasons::Reason;
+use homelab_render::RenderError;
 
 use crate::kubernetes::children::ChildError;
 
@@ -28,6 +29,10 @@ pub enum Error {
     /// The spec passed admission but cannot be turned into child objects.
     #[error("{0}")]
     InvalidSpec(String),
+
+    /// The resource cannot be rendered into its children; the render error says which field.
+    #[error("{0}")]
+    Render(#[from] homelab_render::RenderError),
 
     /// A referenced object does not exist.
     #[error(
@@ -77,6 +82,17 @@ impl Error {
     pub fn reason(&self) -> Reason {
         match self {
             Error::InvalidSpec(_) => Reason::InvalidSpec,
+            Error::Render(err) => match err {
+                RenderError::UnresolvedReference {
+                    kind: "AppDatabase",
+                    ..
+                } => Reason::DatabaseNotFound,
+                RenderError::UnresolvedReference {
+                    kind: "BackupPolicy",
+                    ..
+                } => Reason::BackupPolicyNotFound,
+                _ => Reason::InvalidSpec,
+            },
             Error::MissingReference { kind, .. } => match kind {
                 ReferencedKind::AppDatabase => Reason::DatabaseNotFound,
                 ReferencedKind::BackupPolicy => Reason::BackupPolicyNotFound,
@@ -96,6 +112,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::InvalidSpec(_)
+            | Error::Render(_)
             | Error::MissingReference { .. }
             | Error::MissingCrd(_)
             | Error::SecretStore(_)
@@ -126,6 +143,29 @@ pub fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn render_errors_keep_their_kind() {
+        let missing = Error::from(RenderError::UnresolvedReference {
+            field: "spec.database.ref.name".into(),
+            kind: "AppDatabase",
+            name: "nowhere".into(),
+            reason: "does not exist in this namespace".into(),
+        });
+        assert_eq!(missing.reason(), Reason::DatabaseNotFound);
+        assert!(!missing.is_transient());
+        let no_pooler = Error::from(RenderError::NoPooler {
+            database: "n8n".into(),
+        });
+        assert_eq!(no_pooler.reason(), Reason::InvalidSpec);
+        assert_eq!(
+            no_pooler.to_string(),
+            RenderError::NoPooler {
+                database: "n8n".into()
+            }
+            .to_string()
+        );
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -100,8 +100,7 @@ async fn converge(app: &HomelabApp, ctx: &Context) -> Result<ObservedApp, Error>
             .as_deref()
             .map(|db| homelab_render::DatabaseFacts::from_app_database(db, &ctx.render)),
     };
-    let desired = homelab_render::render_homelab_app(app, &facts, &ctx.render)
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let desired = homelab_render::render_homelab_app(app, &facts, &ctx.render)?;
 
     let mut missing = BTreeSet::new();
     let mut applies = Vec::new();
