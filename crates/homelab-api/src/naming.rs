@@ -232,19 +232,6 @@ pub fn is_valid_app_name(name: &str) -> bool {
         && !name.contains("--")
 }
 
-/// The archive's server name for one incarnation of a database: a restored database archives
-/// under a new name so it never writes into its source's WAL archive.
-pub fn archive_server_name(cluster: &str, incarnation: u32) -> String {
-    if incarnation <= 1 {
-        cluster.to_string()
-    } else {
-        format!("{cluster}-r{incarnation}")
-    }
-}
-
-/// The archive server name of a database restored from backups: `{cluster}-{first 8 characters
-/// of the resource's uid}`, unique per incarnation, so the restored cluster never writes into the
-/// archive it was restored from.
 /// The app whose cluster wrote under `server_name`, when the name follows the operator's
 /// pattern (`{app}-db-cnpg-v{N}`, optionally followed by a restore's suffix).
 pub fn app_of_server_name(server_name: &str) -> Option<&str> {
@@ -254,6 +241,9 @@ pub fn app_of_server_name(server_name: &str) -> Option<&str> {
         .then_some(app)
 }
 
+/// The archive server name of a database restored from backups: `{cluster}-{first 8 characters
+/// of the resource's uid}`, unique per incarnation, so the restored cluster never writes into the
+/// archive it was restored from.
 pub fn restored_server_name(cluster: &str, uid: &str) -> String {
     let suffix: String = uid
         .chars()
@@ -315,7 +305,7 @@ mod tests {
             &app
         )));
         assert!(format!("{}-1", drill_cluster(&app, 999_999)).len() <= 63);
-        assert!(archive_server_name(&cluster(&app), 99).len() <= 63);
+        assert!(restored_server_name(&cluster(&app), "0123456789abcdef").len() <= 63);
     }
 
     #[test]
@@ -339,8 +329,14 @@ mod tests {
 
     #[test]
     fn restored_incarnations_archive_under_new_server_names() {
-        assert_eq!(archive_server_name("x-db-cnpg-v1", 1), "x-db-cnpg-v1");
-        assert_eq!(archive_server_name("x-db-cnpg-v1", 2), "x-db-cnpg-v1-r2");
+        assert_eq!(
+            restored_server_name("x-db-cnpg-v1", "3F2b-9c1d-77aa"),
+            "x-db-cnpg-v1-3f2b9c1d"
+        );
+        assert_eq!(
+            restored_server_name("x-db-cnpg-v1", ""),
+            "x-db-cnpg-v1-restored"
+        );
     }
 
     #[test]

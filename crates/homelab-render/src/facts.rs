@@ -21,8 +21,8 @@ pub struct AppDatabaseFacts {
     /// The BackupPolicy named by `spec.backup.policyRef`, if any and if it exists. Without it the
     /// database is rendered without backups.
     pub policy: Option<PolicyFacts>,
-    /// The server name this incarnation of the database archives under
-    /// ([`naming::archive_server_name`]); a restored database must not reuse its source's.
+    /// The server name this incarnation of the database archives under ([`server_name`]); a
+    /// restored database must not reuse its source's.
     pub server_name: String,
     /// Where `spec.restore` reads from. Required when `spec.restore` is set.
     pub restore_source: Option<RestoreSourceFacts>,
@@ -38,10 +38,33 @@ impl AppDatabaseFacts {
     pub fn new(database: &AppDatabase, policy: Option<PolicyFacts>) -> Self {
         Self {
             policy,
-            server_name: naming::archive_server_name(&naming::cluster(database.app_name()), 1),
+            server_name: server_name(database),
             restore_source: None,
             running_image: None,
         }
+    }
+}
+
+/// The server name a database archives under: the one it reported
+/// (`status.backup.serverName`; a database keeps its name for life), else for a restored
+/// database `{cluster}-{first 8 characters of its uid}` ([`naming::restored_server_name`]: a
+/// new name, so it never writes into the archive it was restored from), else its cluster's
+/// name. A restored database read from a file without `metadata.uid` (not yet created) gets
+/// `{cluster}-restored`.
+pub fn server_name(db: &AppDatabase) -> String {
+    if let Some(existing) = db
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|b| b.server_name.clone())
+    {
+        return existing;
+    }
+    let cluster = naming::cluster(db.app_name());
+    if db.spec.restore.is_some() {
+        naming::restored_server_name(&cluster, db.metadata.uid.as_deref().unwrap_or_default())
+    } else {
+        cluster
     }
 }
 

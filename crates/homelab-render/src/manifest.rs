@@ -17,7 +17,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::database::container_name;
 use crate::error::RenderError;
 use crate::facts::{
     AppDatabaseFacts, DatabaseFacts, HomelabAppFacts, PolicyFacts, RestoreSourceFacts,
@@ -412,17 +411,6 @@ impl Resolver<'_> {
                 &archive.policy_ref.name,
                 "spec.restore.from.archive.policyRef.name",
             )?;
-            // A database restored from its own container archives under a new server name.
-            if let Some(policy) = &facts.policy
-                && container_name(policy, database.app_name())? == archive.container
-            {
-                let cluster = naming::cluster(database.app_name());
-                let mut incarnation = 1;
-                while naming::archive_server_name(&cluster, incarnation) == archive.server_name {
-                    incarnation += 1;
-                }
-                facts.server_name = naming::archive_server_name(&cluster, incarnation);
-            }
             facts.restore_source = Some(RestoreSourceFacts::Archive {
                 policy: Box::new(archive_policy),
                 names: RestoreSourceFacts::archive_names(archive, database),
@@ -441,7 +429,7 @@ impl Resolver<'_> {
             let source_app = source.app_name();
             facts.restore_source = Some(RestoreSourceFacts::ObjectStore {
                 name: naming::backup_object_store(source_app),
-                server_name: naming::archive_server_name(&naming::cluster(source_app), 1),
+                server_name: crate::facts::server_name(source),
                 names: source.published_names(),
             });
         }
@@ -659,8 +647,10 @@ mod tests {
     #[test]
     fn restoring_into_the_own_container_archives_under_a_new_server_name()
     -> Result<(), ManifestError> {
+        // As `kubectl get -o yaml` prints it, with the uid the controllers name the new server
+        // after.
         let input = format!(
-            "{POLICY}---\napiVersion: homelab.io/v1alpha1\nkind: AppDatabase\nmetadata: {{name: wiki}}\nspec:\n  backup: {{policyRef: {{name: daily}}}}\n  restore: {{from: {{archive: {{policyRef: {{name: daily}}, container: wiki-db-clean, serverName: wiki-db-cnpg-v1}}}}}}\n"
+            "{POLICY}---\napiVersion: homelab.io/v1alpha1\nkind: AppDatabase\nmetadata: {{name: wiki, uid: 5c0ffee1-aaaa-bbbb-cccc-000000000000}}\nspec:\n  backup: {{policyRef: {{name: daily}}}}\n  restore: {{from: {{archive: {{policyRef: {{name: daily}}, container: wiki-db-clean, serverName: wiki-db-cnpg-v1}}}}}}\n"
         );
         let objects = render(&[("r.yaml", &input)])?;
         assert!(names(&objects).contains(&"ObjectStore/wiki-db-restore".to_string()));
@@ -672,7 +662,7 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             cluster["plugins"][0]["parameters"]["serverName"],
-            "wiki-db-cnpg-v1-r2"
+            "wiki-db-cnpg-v1-5c0ffee1"
         );
         assert_eq!(
             cluster["externalClusters"][0]["plugin"]["parameters"],

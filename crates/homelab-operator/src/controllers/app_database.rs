@@ -773,20 +773,7 @@ fn resolve_restore_source(
 /// restored one a name of its own, so it never writes into its source's archive. Once chosen it
 /// is kept in status.
 pub fn server_name(db: &AppDatabase) -> String {
-    if let Some(existing) = db
-        .status
-        .as_ref()
-        .and_then(|s| s.backup.as_ref())
-        .and_then(|b| b.server_name.clone())
-    {
-        return existing;
-    }
-    let cluster = naming::cluster(db.app_name());
-    if db.spec.restore.is_some() {
-        naming::restored_server_name(&cluster, db.meta().uid.as_deref().unwrap_or_default())
-    } else {
-        cluster
-    }
+    homelab_render::facts::server_name(db)
 }
 
 /// Deletes children this AppDatabase owns that are no longer desired. Drill clusters belong to
