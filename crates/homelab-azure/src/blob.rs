@@ -11,7 +11,8 @@ use futures::TryStreamExt;
 use jiff::Timestamp;
 use url::Url;
 
-use crate::config::{AzureClients, SasSigning};
+use crate::clients::AzureClients;
+use crate::config::SasSigning;
 use crate::error::{AzureError, AzureRole, Failure, Result, Service};
 use crate::names::ContainerName;
 use crate::sas::{

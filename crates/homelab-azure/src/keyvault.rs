@@ -17,7 +17,7 @@ use azure_security_keyvault_secrets::models::{
 };
 use jiff::Timestamp;
 
-use crate::config::AzureClients;
+use crate::clients::AzureClients;
 use crate::error::{AzureError, AzureRole, Failure, Result, Service};
 use crate::names::SecretName;
 use crate::password::{DEFAULT_PASSWORD_LENGTH, generate_password};

@@ -17,6 +17,7 @@
 
 mod backup;
 mod blob;
+mod clients;
 mod config;
 mod error;
 mod keyvault;
@@ -28,7 +29,8 @@ mod wal;
 
 pub use backup::{SasOutcome, ensure_backup_sas};
 pub use blob::{AzureBlobStore, BlobStore, ContainerOutcome};
-pub use config::{AzureClients, AzureConfig, Cloud, CredentialConfig, RetryConfig, SasSigning};
+pub use clients::AzureClients;
+pub use config::{AzureConfig, Cloud, CredentialConfig, RetryConfig, SasSigning};
 pub use error::{AzureError, AzureRole, Result, Service};
 pub use keyvault::{
     GENERATED_CONTENT_TYPE, Generator, KeyVaultSecrets, MANAGED_BY_TAG, MANAGED_BY_VALUE,
