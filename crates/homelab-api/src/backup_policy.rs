@@ -197,6 +197,18 @@ pub struct AzureBlobStorage {
     pub credentials: AzureCredentials,
 }
 
+impl AzureBlobStorage {
+    /// The Blob service URL: `endpoint`, or `https://{storageAccount}.blob.core.windows.net`,
+    /// without a trailing slash.
+    pub fn service_url(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", self.storage_account))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
 /// A key of a Secret that holds a PEM CA bundle.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -161,19 +161,19 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
         Some(restore) => Some(resolve_restore_source(db, restore, ctx, &namespace)?),
         None => None,
     };
-    let server_name = server_name(db);
+    let server_name = homelab_render::facts::server_name(db);
     if let Some(policy) = &policy {
         check_backup_destination(db, ctx, &policy.spec)?;
     }
 
     // Render.
-    let running_image = cluster_image(ctx, &namespace, &app).or_else(|| {
+    let running_image = ctx.cluster_image(&namespace, &app).or_else(|| {
         db.spec
             .restore
             .as_ref()
             .and_then(|r| r.from.app_database.as_ref())
             .and_then(|source| ctx.database(&namespace, source))
-            .and_then(|source| cluster_image(ctx, &namespace, source.app_name()))
+            .and_then(|source| ctx.cluster_image(&namespace, source.app_name()))
     });
     let facts = homelab_render::AppDatabaseFacts {
         policy: policy.clone(),
@@ -380,20 +380,6 @@ async fn converge(db: &AppDatabase, ctx: &Context) -> Result<Converged, Error> {
     })
 }
 
-/// The image the existing Cluster of `app` runs (CloudNativePG's `status.image`), which the
-/// database's data was written with.
-pub(super) fn cluster_image(ctx: &Context, namespace: &str, app: &str) -> Option<String> {
-    ctx.children
-        .get(CNPG_API, "Cluster", namespace, &naming::cluster(app))
-        .and_then(|cluster| {
-            cluster
-                .data
-                .pointer("/status/image")
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        })
-}
-
 /// Holds back a `storage` or `walStorage` size larger than the one the existing cluster was
 /// given (`status.volumeSizes`) when the volumes' storage class does not allow expansion, and
 /// returns the condition saying so.
@@ -569,7 +555,7 @@ async fn probe_archive(
                 .map(str::to_string)
         });
     let archive = crate::azure::WalArchive {
-        service_url: service_url(azure_storage),
+        service_url: azure_storage.service_url(),
         container: naming::container(&azure_storage.container_template, db.app_name()),
         server_name: server_name.to_string(),
         last_backup,
@@ -618,7 +604,7 @@ async fn azure_inputs(
     let backup = policy.map(|policy| {
         let azure_storage = &policy.spec.storage.azure;
         crate::azure::BackupInputs {
-            service_url: service_url(azure_storage),
+            service_url: azure_storage.service_url(),
             container: naming::container(&azure_storage.container_template, app),
             sas_secret: match azure_storage.credentials.mode {
                 homelab_api::backup_policy::CredentialsMode::SasToken => {
@@ -648,7 +634,7 @@ async fn azure_inputs(
             match azure_storage.credentials.mode {
                 homelab_api::backup_policy::CredentialsMode::SasToken => {
                     Some(crate::azure::BackupInputs {
-                        service_url: service_url(azure_storage),
+                        service_url: azure_storage.service_url(),
                         container: archive.container.clone(),
                         sas_secret: Some(naming::restore_sas_secret(app)),
                         sas_lifetime: std::time::Duration::from_secs(7 * 86_400),
@@ -665,16 +651,6 @@ async fn azure_inputs(
         backup,
         restore_archive,
     })
-}
-
-/// The Blob service URL of a policy's storage account.
-pub(super) fn service_url(storage: &homelab_api::backup_policy::AzureBlobStorage) -> String {
-    storage
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", storage.storage_account))
-        .trim_end_matches('/')
-        .to_string()
 }
 
 /// Puts an Azure failure on the condition it concerns and on `Ready`.
@@ -744,7 +720,7 @@ fn resolve_restore_source(
         }
         Ok(RestoreSourceFacts::ObjectStore {
             name: naming::backup_object_store(source.app_name()),
-            server_name: server_name(&source),
+            server_name: homelab_render::facts::server_name(&source),
             names: source.published_names(),
         })
     } else if let Some(archive) = &restore.from.archive {
@@ -767,13 +743,6 @@ fn resolve_restore_source(
             "spec.restore.from must name an appDatabase or an archive".into(),
         ))
     }
-}
-
-/// The archive server name of this incarnation: the cluster name for a new database; for a
-/// restored one a name of its own, so it never writes into its source's archive. Once chosen it
-/// is kept in status.
-pub fn server_name(db: &AppDatabase) -> String {
-    homelab_render::facts::server_name(db)
 }
 
 /// Deletes children this AppDatabase owns that are no longer desired. Drill clusters belong to

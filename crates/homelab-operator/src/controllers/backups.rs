@@ -52,7 +52,7 @@ pub fn check_restore(
     let target_text = target
         .map(|t| format!("to {t}"))
         .unwrap_or_else(|| "to the latest archived point".to_string());
-    let server_name = super::app_database::server_name(db);
+    let server_name = homelab_render::facts::server_name(db);
 
     // Where the source's recovery window is reported.
     let (source, store_name, source_server) = if let Some(source) = &restore.from.app_database {
@@ -62,7 +62,7 @@ pub fn check_restore(
             .map(|s| naming::backup_object_store(s.app_name()));
         let server = source_db
             .as_ref()
-            .map(|s| super::app_database::server_name(s));
+            .map(|s| homelab_render::facts::server_name(s));
         (format!("AppDatabase {source}"), store, server)
     } else if let Some(archive) = &restore.from.archive {
         (
@@ -201,7 +201,11 @@ pub async fn on_demand_backups(
         .map(|s| s.on_demand_backups.clone())
         .unwrap_or_default();
     let uid = db.uid().unwrap_or_default();
-    let owner_key = format!("{}/{}", super::app_database::KIND, db.name_any());
+    let owner_key = format!(
+        "{}/{}",
+        homelab_api::reasons::Kind::AppDatabase.as_str(),
+        db.name_any()
+    );
     let mut backups: Vec<(Option<jiff::Timestamp>, OnDemandBackup)> = ctx
         .children
         .owned_by(namespace, &uid, &owner_key)
@@ -667,9 +671,9 @@ impl BackupDestination {
     pub fn of(db: &AppDatabase, policy: &BackupPolicySpec) -> Self {
         let azure = &policy.storage.azure;
         Self {
-            service_url: super::app_database::service_url(azure),
+            service_url: azure.service_url(),
             container: naming::container(&azure.container_template, db.app_name()),
-            server_name: super::app_database::server_name(db),
+            server_name: homelab_render::facts::server_name(db),
         }
     }
 }

@@ -870,12 +870,8 @@ async fn start_verification(
 fn drill_facts(db: &AppDatabase, ctx: &Context, sequence: u64) -> homelab_render::DrillFacts {
     homelab_render::DrillFacts {
         sequence,
-        server_name: super::app_database::server_name(db),
-        source_image: super::app_database::cluster_image(
-            ctx,
-            &db.namespace().unwrap_or_default(),
-            db.app_name(),
-        ),
+        server_name: homelab_render::facts::server_name(db),
+        source_image: ctx.cluster_image(&db.namespace().unwrap_or_default(), db.app_name()),
     }
 }
 

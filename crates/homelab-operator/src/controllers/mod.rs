@@ -54,6 +54,25 @@ pub struct Context {
 }
 
 impl Context {
+    /// The image the existing Cluster of `app` runs (CloudNativePG's `status.image`), which the
+    /// database's data was written with.
+    pub fn cluster_image(&self, namespace: &str, app: &str) -> Option<String> {
+        self.children
+            .get(
+                "postgresql.cnpg.io/v1",
+                "Cluster",
+                namespace,
+                &homelab_api::naming::cluster(app),
+            )
+            .and_then(|cluster| {
+                cluster
+                    .data
+                    .pointer("/status/image")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,

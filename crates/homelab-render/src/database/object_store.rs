@@ -25,12 +25,7 @@ pub(super) fn uses_sas_token(policy: &PolicyFacts) -> bool {
 
 /// `https://{account}.blob.core.windows.net/{container}`, or `{endpoint}/{container}`.
 pub(crate) fn destination_path(policy: &PolicyFacts, container: &str) -> String {
-    let azure = &policy.spec.storage.azure;
-    let endpoint = azure
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", azure.storage_account));
-    format!("{}/{container}", endpoint.trim_end_matches('/'))
+    format!("{}/{container}", policy.spec.storage.azure.service_url())
 }
 
 fn wal_compression(compression: WalCompression) -> Option<&'static str> {
