@@ -57,6 +57,18 @@ where
     ))
 }
 
+/// Waits until `name` reports `Ready=False` with `reason`.
+async fn wait_ready_false<K>(api: &Api<K>, name: &str, reason: &str, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    eventually(what, WAIT, || async move {
+        let (status, found) = ready_condition(api, name).await?;
+        (status == "False" && found == reason).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn examples_converge_into_owned_children() {
     let (client, ns) = setup("converge").await;
@@ -441,29 +453,19 @@ async fn status_follows_what_the_children_report() {
         )
         .await
         .unwrap();
-    eventually(
+    wait_ready_false(
+        &databases,
+        "linkding",
+        "ClusterNotHealthy",
         "AppDatabase Ready=False with the cluster's reason",
-        WAIT,
-        || {
-            let databases = databases.clone();
-            async move {
-                let (status, reason) = ready_condition(&databases, "linkding").await?;
-                (status == "False" && reason == "ClusterNotHealthy").then_some(())
-            }
-        },
     )
     .await;
     assert_argocd_shows(&client, &ns, "AppDatabase", "linkding", "ClusterNotHealthy").await;
-    eventually(
+    wait_ready_false(
+        &apps,
+        "linkding",
+        "DatabaseNotReady",
         "HomelabApp Ready=False because its database is not ready",
-        WAIT,
-        || {
-            let apps = apps.clone();
-            async move {
-                let (status, reason) = ready_condition(&apps, "linkding").await?;
-                (status == "False" && reason == "DatabaseNotReady").then_some(())
-            }
-        },
     )
     .await;
     assert_argocd_shows(&client, &ns, "HomelabApp", "linkding", "DatabaseNotReady").await;
@@ -488,16 +490,11 @@ async fn status_follows_what_the_children_report() {
         )
         .await
         .unwrap();
-    eventually(
+    wait_ready_false(
+        &apps,
+        "linkding",
+        "SecretsNotSynced",
         "HomelabApp Ready=False because its secrets do not sync",
-        WAIT,
-        || {
-            let apps = apps.clone();
-            async move {
-                let (status, reason) = ready_condition(&apps, "linkding").await?;
-                (status == "False" && reason == "SecretsNotSynced").then_some(())
-            }
-        },
     )
     .await;
     assert_argocd_shows(&client, &ns, "HomelabApp", "linkding", "SecretsNotSynced").await;

@@ -561,25 +561,19 @@ async fn key_vault_refusals_say_what_to_do() {
     // A password secret whose current version someone disabled: never overwritten.
     let disabled = unique_app(&ns, "disabled");
     let secret = format!("{disabled}-db-password");
-    sdk_secret_client(&az)
-        .set_secret(
-            &secret,
-            azure_security_keyvault_secrets::models::SetSecretParameters {
-                value: Some("set-by-a-human".into()),
-                secret_attributes: Some(
-                    azure_security_keyvault_secrets::models::SecretAttributes {
-                        enabled: Some(false),
-                        ..Default::default()
-                    },
-                ),
+    set_by_hand_with(
+        &az,
+        &secret,
+        azure_security_keyvault_secrets::models::SetSecretParameters {
+            value: Some("set-by-a-human".into()),
+            secret_attributes: Some(azure_security_keyvault_secrets::models::SecretAttributes {
+                enabled: Some(false),
                 ..Default::default()
-            }
-            .try_into()
-            .unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
     apply_kind(&client, &ns, "AppDatabase", &disabled, json!({})).await;
     let message = produced(&client, &ns, "AppDatabase", &disabled, "SecretDisabled").await;
     assert!(

@@ -556,17 +556,25 @@ pub async fn secret_store(
 /// Stores `value` in the vault's secret `name` as a person would with `az keyvault secret set`:
 /// without the operator's tags.
 pub async fn set_by_hand(az: &homelab_testenv::azure::AzureEmulators, name: &str, value: &str) {
+    set_by_hand_with(
+        az,
+        name,
+        azure_security_keyvault_secrets::models::SetSecretParameters {
+            value: Some(value.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+}
+
+/// [`set_by_hand`] with the attributes a person set too (`az keyvault secret set --disabled`).
+pub async fn set_by_hand_with(
+    az: &homelab_testenv::azure::AzureEmulators,
+    name: &str,
+    parameters: azure_security_keyvault_secrets::models::SetSecretParameters,
+) {
     sdk_secret_client(az)
-        .set_secret(
-            name,
-            azure_security_keyvault_secrets::models::SetSecretParameters {
-                value: Some(value.into()),
-                ..Default::default()
-            }
-            .try_into()
-            .unwrap(),
-            None,
-        )
+        .set_secret(name, parameters.try_into().unwrap(), None)
         .await
         .unwrap();
 }
